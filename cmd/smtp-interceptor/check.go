@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+// runCheck validates a configuration, prints a summary of what is enabled
+// and every warning, and exits 2 on error (like postfix check / nginx -t).
+func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "configuration `file` (default: built-in defaults)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "check: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		return exitUsage
+	}
+	printSummary(stdout, cfg)
+	return exitOK
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func printSummary(w io.Writer, cfg *rules.Config) {
+	src := cfg.Path
+	if src == "" {
+		src = "built-in defaults"
+	}
+	fmt.Fprintf(w, "configuration %s: OK\n", src)
+	p := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "  %-18s %s\n", name, fmt.Sprintf(format, args...))
+	}
+	s := cfg.Server
+	p("policy", "%s", listOrNone(s.Policy))
+	p("milter", "%s (delay_reject %s)", listOrNone(s.Milter), onOff(s.DelayReject))
+	p("metrics", "%s", orNone(s.Metrics))
+	p("allowed clients", "%d entries", s.Allow.Len())
+	p("authenticated", "controls %s for SASL-authenticated sessions", map[bool]string{true: "apply", false: "do not apply"}[s.CheckAuthenticated])
+	p("whitelist", "%d entries, scope %s", cfg.Whitelist.Hosts.Len(), cfg.Whitelist.Scope)
+	p("blacklist", "%d entries", cfg.Blacklist.Hosts.Len())
+	if pb := cfg.PrivateBlacklist; pb.Enabled {
+		p("private_blacklist", "on, %d entries, action %s", pb.Hosts.Len(), pb.Action)
+	} else {
+		p("private_blacklist", "off")
+	}
+	if d := cfg.DNSWhitelist; d.Enabled {
+		p("dns_whitelist", "on, action %s, sites %s", d.Action, siteNames(d.Sites))
+	} else {
+		p("dns_whitelist", "off")
+	}
+	if d := cfg.DNSBlacklist; d.Enabled {
+		p("dns_blacklist", "on, action %s, sites %s", d.Action, siteNames(d.Sites))
+	} else {
+		p("dns_blacklist", "off")
+	}
+	p("helo", "reject_empty %s, %d prohibited names", onOff(cfg.Helo.RejectEmpty), cfg.Helo.Deny.Len())
+	p("mail_from", "%d prohibited senders, disconnect %s", cfg.MailFrom.Deny.Len(), onOff(cfg.MailFrom.Disconnect))
+	maxR := "no limit"
+	if cfg.Recipients.Max > 0 {
+		maxR = fmt.Sprintf("at most %d", cfg.Recipients.Max)
+	}
+	p("recipients", "%s, %d prohibited", maxR, cfg.Recipients.Deny.Len())
+	p("commands", "deny %s; allow %s", setOrNone(cfg.Commands.Deny), setOrNone(cfg.Commands.Allow))
+	p("tags", "%s, %s, Authentication-Results %s", cfg.Tags.DNSBLHeader, cfg.Tags.DNSWLHeader, onOff(cfg.Tags.AuthenticationResults))
+	if len(cfg.Warnings) == 0 {
+		fmt.Fprintln(w, "no warnings")
+		return
+	}
+	fmt.Fprintf(w, "%d warnings:\n", len(cfg.Warnings))
+	for _, warn := range cfg.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", warn)
+	}
+}
+
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "off"
+	}
+	return s
+}
+
+func setOrNone(m map[string]bool) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, " ")
+}
+
+func siteNames(sites []rules.DNSSite) string {
+	if len(sites) == 0 {
+		return "none"
+	}
+	names := make([]string, len(sites))
+	for i, s := range sites {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
+}

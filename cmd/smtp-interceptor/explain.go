@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+// repeated is a flag that may be given several times.
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, ",") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
+// runExplain runs one simulated session through the engine and prints every
+// stage's decision and why.
+func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "configuration `file` (default: built-in defaults)")
+	ip := fs.String("ip", "", "client IP `address` (required)")
+	name := fs.String("name", "", "verified client host `name`")
+	helo := fs.String("helo", "", "EHLO `name`; without it the client sends no HELO/EHLO")
+	from := fs.String("from", "", "MAIL FROM `address` (\"<>\" for the null sender)")
+	auth := fs.String("auth", "", "SASL login `name`: simulate an authenticated client")
+	var rcpts repeated
+	fs.Var(&rcpts, "rcpt", "RCPT TO `address` (repeat for several)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "explain: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if *ip == "" {
+		fmt.Fprintln(stderr, "explain: --ip is required")
+		return exitUsage
+	}
+	addr, err := netip.ParseAddr(*ip)
+	if err != nil {
+		fmt.Fprintf(stderr, "explain: --ip %q is not an IP address\n", *ip)
+		return exitUsage
+	}
+	if len(rcpts) > 0 && *from == "" {
+		fmt.Fprintln(stderr, "explain: --rcpt needs --from")
+		return exitUsage
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		return exitUsage
+	}
+
+	engine := rules.NewEngine(cfg, nil, nil)
+	s := rules.NewSession(addr, *name)
+	s.ID = "explain"
+	tx := rules.Transaction{From: *from, Rcpts: rcpts, AuthUser: *auth}
+	if flagSet(fs, "helo") {
+		tx.HeloCmd, tx.Helo = "EHLO", *helo
+	}
+	x := engine.Explain(ctx, s, tx)
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(x); err != nil {
+			fmt.Fprintf(stderr, "explain: %v\n", err)
+			return exitFail
+		}
+		return exitOK
+	}
+	printExplanation(stdout, s, x)
+	return exitOK
+}
+
+// flagSet reports whether a flag was given on the command line (so that
+// --helo "" means an empty HELO, and no --helo means none).
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+func printExplanation(w io.Writer, s *rules.Session, x rules.Explanation) {
+	client := s.ClientIP.String()
+	if s.ClientName != "" {
+		client += " (" + s.ClientName + ")"
+	}
+	fmt.Fprintf(w, "client %s\n", client)
+	for _, v := range x.Stages {
+		fmt.Fprintf(w, "%-8s %s\n", v.Stage, describe(v))
+		for _, t := range v.Trace {
+			fmt.Fprintf(w, "         %s\n", t)
+		}
+	}
+	fmt.Fprintf(w, "result:  %s", describe(x.Final))
+	if x.Final.Control != rules.ControlNone {
+		fmt.Fprintf(w, " [%s at %s]", x.Final.Control, x.Final.Stage)
+	}
+	if n := len(x.Accepted) + len(x.Refused); n > 0 {
+		fmt.Fprintf(w, " (%d of %d recipients accepted)", len(x.Accepted), n)
+	}
+	fmt.Fprintln(w)
+}
+
+func describe(v rules.Verdict) string {
+	var b strings.Builder
+	b.WriteString(v.Action.String())
+	if r := v.Reply(); r != "" {
+		b.WriteString("  " + r)
+	}
+	for _, h := range v.Headers {
+		b.WriteString("  +" + h.String())
+	}
+	if v.Disconnect {
+		b.WriteString("  (session ends)")
+	}
+	return b.String()
+}

@@ -1,0 +1,60 @@
+// Command smtp-interceptor enforces HCL Domino's SMTP inbound controls for
+// a Postfix or Sendmail relay, over the Postfix policy delegation protocol
+// and the milter protocol.
+//
+// Usage:
+//
+//	smtp-interceptor check   [-c FILE]
+//	smtp-interceptor explain [-c FILE] --ip A [--name H] [--helo H] [--from S] [--rcpt R]... [--json]
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes, as check and explain document them.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the command ran and failed (e.g. a server error)
+	exitUsage = 2 // bad usage or bad configuration
+)
+
+const usage = `usage: smtp-interceptor <command> [flags]
+
+commands:
+  check    validate a configuration and summarize it
+  explain  run one simulated session and show every decision
+
+Run "smtp-interceptor <command> -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches a subcommand and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "check":
+		return runCheck(ctx, args[1:], stdout, stderr)
+	case "explain":
+		return runExplain(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "smtp-interceptor: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}

@@ -1,0 +1,12 @@
+module github.com/smtp-interceptor/smtp-interceptor
+
+go 1.26.0
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	github.com/gaissmai/bart v0.30.0
+	github.com/hashicorp/go-multierror v1.1.1
+	github.com/matryer/is v1.4.1
+)
+
+require github.com/hashicorp/errwrap v1.0.0 // indirect

@@ -1,0 +1,212 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// decodeRaw decodes TOML text over the defaults in raw, key by key, so that
+// a key of the wrong type does not hide the errors of the keys after it.
+// Unknown sections and keys are errors. Every error names its key and, where
+// it can be found, its line. parsed is false when the text is not TOML at
+// all, in which case nothing was decoded.
+func decodeRaw(file, text string, raw *rawConfig, lines *lineIndex) (errs []*ConfigError, parsed bool) {
+	var sections map[string]toml.Primitive
+	md, err := toml.Decode(text, &sections)
+	if err != nil {
+		ce := &ConfigError{File: file, Err: err}
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			ce.Line = pe.Position.Line
+			ce.Err = errors.New(pe.Message)
+			ce.Key = pe.LastKey
+		}
+		return []*ConfigError{ce}, false
+	}
+
+	rv := reflect.ValueOf(raw).Elem()
+	for _, name := range sortedKeys(sections) {
+		field, ok := fieldByTag(rv, name)
+		if !ok || field.Kind() != reflect.Struct {
+			errs = append(errs, &ConfigError{Key: name, File: file, Line: lines.key(name),
+				Err: fmt.Errorf("unknown %s; known sections: %s", describeTOML(md.Type(name), "key"), strings.Join(tagNames(rv.Type()), ", "))})
+			continue
+		}
+		var keys map[string]toml.Primitive
+		if md.Type(name) != "Hash" || md.PrimitiveDecode(sections[name], &keys) != nil {
+			errs = append(errs, &ConfigError{Key: name, File: file, Line: lines.key(name),
+				Err: fmt.Errorf("must be a table ([%s]), not %s", name, strings.ToLower(md.Type(name)))})
+			continue
+		}
+		for _, key := range sortedKeys(keys) {
+			full := name + "." + key
+			kf, ok := fieldByTag(field, key)
+			if !ok {
+				errs = append(errs, &ConfigError{Key: full, File: file, Line: lines.key(full),
+					Err: fmt.Errorf("unknown key; keys of [%s] are: %s", name, strings.Join(tagNames(field.Type()), ", "))})
+				continue
+			}
+			// Decode into a fresh value so a failed decode leaves the default.
+			dst := reflect.New(kf.Type())
+			if err := md.PrimitiveDecode(keys[key], dst.Interface()); err != nil {
+				errs = append(errs, &ConfigError{Key: full, File: file, Line: lines.key(full),
+					Err: fmt.Errorf("wrong type: want %s, got %s", goTypeName(kf.Type()), strings.ToLower(md.Type(name, key)))})
+				continue
+			}
+			kf.Set(dst.Elem())
+		}
+	}
+	return errs, true
+}
+
+func describeTOML(tomlType, fallback string) string {
+	if tomlType == "Hash" {
+		return "section"
+	}
+	return fallback
+}
+
+func fieldByTag(v reflect.Value, tag string) (reflect.Value, bool) {
+	t := v.Type()
+	for i := range t.NumField() {
+		if t.Field(i).Tag.Get("toml") == tag {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+func tagNames(t reflect.Type) []string {
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		names = append(names, t.Field(i).Tag.Get("toml"))
+	}
+	return names
+}
+
+func goTypeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int:
+		return "an integer"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice:
+		return "an array of strings"
+	}
+	return t.String()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	// Insertion sort keeps this dependency-free and the maps are tiny.
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}
+
+// lineIndex finds the lines of keys and array values in a TOML text. The
+// TOML library reports positions only for syntax errors, so validation
+// errors are located by this light scan of the same text. It understands
+// [table] headers and key = value lines, which is all this schema uses; a
+// key it cannot find gets line 0 (unknown).
+type lineIndex struct {
+	lines []string
+	keys  map[string]int // "section.key" -> 1-based line
+}
+
+func newLineIndex(text string) *lineIndex {
+	li := &lineIndex{lines: strings.Split(text, "\n"), keys: map[string]int{}}
+	section := ""
+	for i, line := range li.lines {
+		t := strings.TrimSpace(line)
+		if t == "" || t[0] == '#' {
+			continue
+		}
+		if t[0] == '[' {
+			if end := strings.IndexByte(t, ']'); end > 0 {
+				section = strings.Trim(strings.TrimSpace(t[1:end]), `"'`)
+				if _, ok := li.keys[section]; !ok {
+					li.keys[section] = i + 1
+				}
+			}
+			continue
+		}
+		eq := strings.IndexByte(t, '=')
+		if eq <= 0 {
+			continue
+		}
+		key := strings.Trim(strings.TrimSpace(t[:eq]), `"'`)
+		if !isBareKey(key) {
+			continue
+		}
+		full := key
+		if section != "" {
+			full = section + "." + key
+		}
+		if _, ok := li.keys[full]; !ok {
+			li.keys[full] = i + 1
+		}
+	}
+	return li
+}
+
+func isBareKey(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '_' || c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// key returns the line of a "section.key" (or "section"), 0 if unknown.
+func (li *lineIndex) key(full string) int {
+	if li == nil {
+		return 0
+	}
+	return li.keys[full]
+}
+
+// value returns the line holding the quoted value v of an array key,
+// searching from the key's line up to the next key or table; the key's
+// line when the value is not found there.
+func (li *lineIndex) value(full, v string) int {
+	start := li.key(full)
+	if start == 0 {
+		return 0
+	}
+	quotes := []string{`"` + v + `"`, `'` + v + `'`}
+	for i := start - 1; i < len(li.lines); i++ {
+		line := li.lines[i]
+		if i > start-1 {
+			t := strings.TrimSpace(line)
+			if strings.HasPrefix(t, "[") && !strings.HasPrefix(t, `["`) && !strings.HasPrefix(t, `['`) {
+				break
+			}
+			if eq := strings.IndexByte(t, '='); eq > 0 && isBareKey(strings.TrimSpace(t[:eq])) {
+				break
+			}
+		}
+		for _, q := range quotes {
+			if strings.Contains(line, q) {
+				return i + 1
+			}
+		}
+	}
+	return start
+}

@@ -1,0 +1,157 @@
+package rules
+
+// The raw configuration: the TOML file decoded as written, before
+// validation. Field tags name the keys; every key is listed in
+// config.toml.example and in DESIGN.md §4. defaults() fills every field, so
+// a file only states what it changes.
+
+type rawConfig struct {
+	Server           rawServer           `toml:"server"`
+	Log              rawLog              `toml:"log"`
+	DNS              rawDNS              `toml:"dns"`
+	Whitelist        rawWhitelist        `toml:"whitelist"`
+	Blacklist        rawBlacklist        `toml:"blacklist"`
+	PrivateBlacklist rawPrivateBlacklist `toml:"private_blacklist"`
+	DNSWhitelist     rawDNSWhitelist     `toml:"dns_whitelist"`
+	DNSBlacklist     rawDNSBlacklist     `toml:"dns_blacklist"`
+	Helo             rawHelo             `toml:"helo"`
+	MailFrom         rawMailFrom         `toml:"mail_from"`
+	Recipients       rawRecipients       `toml:"recipients"`
+	Commands         rawCommands         `toml:"commands"`
+	Tags             rawTags             `toml:"tags"`
+}
+
+type rawServer struct {
+	Policy             []string `toml:"policy"`
+	Milter             []string `toml:"milter"`
+	Metrics            string   `toml:"metrics"`
+	Hostname           string   `toml:"hostname"`
+	Allow              []string `toml:"allow"`
+	AllowFile          string   `toml:"allow_file"`
+	SocketMode         string   `toml:"socket_mode"`
+	IdleTimeout        string   `toml:"idle_timeout"`
+	CheckAuthenticated bool     `toml:"check_authenticated"`
+	DelayReject        bool     `toml:"delay_reject"`
+}
+
+type rawLog struct {
+	Level    string `toml:"level"`
+	Format   string `toml:"format"`
+	Sessions string `toml:"sessions"`
+	Fail2ban string `toml:"fail2ban"`
+}
+
+type rawDNS struct {
+	Resolver      string `toml:"resolver"`
+	Timeout       string `toml:"timeout"`
+	CacheEntries  int    `toml:"cache_entries"`
+	MinTTL        string `toml:"min_ttl"`
+	MaxTTL        string `toml:"max_ttl"`
+	ProbeInterval string `toml:"probe_interval"`
+}
+
+type rawWhitelist struct {
+	Hosts     []string `toml:"hosts"`
+	HostsFile string   `toml:"hosts_file"`
+	Scope     string   `toml:"scope"`
+}
+
+type rawBlacklist struct {
+	Hosts     []string `toml:"hosts"`
+	HostsFile string   `toml:"hosts_file"`
+	Message   string   `toml:"message"`
+}
+
+type rawPrivateBlacklist struct {
+	Enabled   bool     `toml:"enabled"`
+	Hosts     []string `toml:"hosts"`
+	HostsFile string   `toml:"hosts_file"`
+	Action    string   `toml:"action"`
+	Message   string   `toml:"message"`
+}
+
+type rawDNSWhitelist struct {
+	Enabled   bool     `toml:"enabled"`
+	Sites     []string `toml:"sites"`
+	SitesFile string   `toml:"sites_file"`
+	Action    string   `toml:"action"`
+}
+
+type rawDNSBlacklist struct {
+	Enabled   bool     `toml:"enabled"`
+	Sites     []string `toml:"sites"`
+	SitesFile string   `toml:"sites_file"`
+	Action    string   `toml:"action"`
+	Message   string   `toml:"message"`
+}
+
+type rawHelo struct {
+	RejectEmpty bool     `toml:"reject_empty"`
+	Deny        []string `toml:"deny"`
+	DenyFile    string   `toml:"deny_file"`
+	Message     string   `toml:"message"`
+}
+
+type rawMailFrom struct {
+	Deny       []string `toml:"deny"`
+	DenyFile   string   `toml:"deny_file"`
+	Disconnect bool     `toml:"disconnect"`
+	Message    string   `toml:"message"`
+}
+
+type rawRecipients struct {
+	Max      int      `toml:"max"`
+	Deny     []string `toml:"deny"`
+	DenyFile string   `toml:"deny_file"`
+	Message  string   `toml:"message"`
+}
+
+type rawCommands struct {
+	Deny      []string `toml:"deny"`
+	DenyFile  string   `toml:"deny_file"`
+	Allow     []string `toml:"allow"`
+	AllowFile string   `toml:"allow_file"`
+}
+
+type rawTags struct {
+	DNSBLHeader           string `toml:"dnsbl_header"`
+	DNSWLHeader           string `toml:"dnswl_header"`
+	AuthenticationResults bool   `toml:"authentication_results"`
+}
+
+// defaults returns the configuration used for every key a file leaves out.
+// It is the one place defaults are written down.
+func defaults() rawConfig {
+	return rawConfig{
+		Server: rawServer{
+			Policy:      []string{"127.0.0.1:10060"},
+			Milter:      []string{"127.0.0.1:10061"},
+			Metrics:     "127.0.0.1:10062",
+			Allow:       []string{"127.0.0.0/8", "::1"},
+			SocketMode:  "0660",
+			IdleTimeout: "330s",
+			DelayReject: true,
+		},
+		Log: rawLog{Level: "info", Format: "text"},
+		DNS: rawDNS{
+			Timeout:       "2s",
+			CacheEntries:  100000,
+			MinTTL:        "60s",
+			MaxTTL:        "1h",
+			ProbeInterval: "10m",
+		},
+		Whitelist:        rawWhitelist{Scope: "all"},
+		Blacklist:        rawBlacklist{Message: "Connection denied based on policy reason"},
+		PrivateBlacklist: rawPrivateBlacklist{Action: "log", Message: "Your host %s was blacklisted."},
+		DNSWhitelist:     rawDNSWhitelist{Action: "skip"},
+		DNSBlacklist:     rawDNSBlacklist{Action: "log", Message: "Your host %s was found in a DNS blacklist."},
+		Helo:             rawHelo{Message: "HELO/EHLO not accepted"},
+		MailFrom:         rawMailFrom{Message: "Sender address rejected"},
+		Recipients:       rawRecipients{Message: "Recipient address rejected"},
+		Tags: rawTags{
+			DNSBLHeader:           "X-DNSBL-Site",
+			DNSWLHeader:           "X-DNSWL-Site",
+			AuthenticationResults: true,
+		},
+	}
+}

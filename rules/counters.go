@@ -1,0 +1,135 @@
+package rules
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Counters are the engine's statistics, kept with plain atomics so the hot
+// path never takes a lock once a site's counters exist. They survive
+// configuration reloads. The Prometheus exporter and the stats command read
+// them through Snapshot.
+type Counters struct {
+	whitelistHits        atomic.Uint64 // SMTP.PrivateWL.TotalHits
+	blacklistHits        atomic.Uint64
+	privateBlacklistHits atomic.Uint64 // SMTP.PrivateBL.TotalHits
+	dnsblHits            atomic.Uint64 // SMTP.DNSBL.TotalHits
+	dnswlHits            atomic.Uint64 // SMTP.DNSWL.TotalHits
+	verdicts             [numStages][numActions]atomic.Uint64
+	controls             sync.Map // Control -> *atomic.Uint64: times a control fired
+	sites                sync.Map // siteKey -> *SiteCounters
+}
+
+// SiteCounters count one DNS list's outcomes.
+type SiteCounters struct {
+	// Hits counts clients the site listed that counted (SMTP.DNSBL.<site>.TotalHits).
+	Hits atomic.Uint64
+	// Errors counts failed queries, error-code answers and answers outside
+	// the site's filter.
+	Errors atomic.Uint64
+	// Queries counts lookups made.
+	Queries atomic.Uint64
+}
+
+// ListKind tells DNS whitelists from DNS blacklists.
+type ListKind string
+
+// The two kinds of DNS list, named as in Domino's statistics.
+const (
+	DNSWL ListKind = "DNSWL"
+	DNSBL ListKind = "DNSBL"
+)
+
+type siteKey struct {
+	kind ListKind
+	zone string
+}
+
+// Site returns the counters of a DNS list site (by zone), creating them if
+// needed.
+func (c *Counters) Site(kind ListKind, zone string) *SiteCounters {
+	k := siteKey{kind, zone}
+	if v, ok := c.sites.Load(k); ok {
+		return v.(*SiteCounters)
+	}
+	v, _ := c.sites.LoadOrStore(k, new(SiteCounters))
+	return v.(*SiteCounters)
+}
+
+func (c *Counters) control(ctl Control) {
+	v, ok := c.controls.Load(ctl)
+	if !ok {
+		v, _ = c.controls.LoadOrStore(ctl, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(1)
+}
+
+func (c *Counters) verdict(v *Verdict) {
+	if v.Stage < numStages && v.Action < numActions {
+		c.verdicts[v.Stage][v.Action].Add(1)
+	}
+}
+
+// Snapshot is a point-in-time copy of the counters.
+type Snapshot struct {
+	WhitelistHits        uint64            `json:"whitelist_hits"`
+	BlacklistHits        uint64            `json:"blacklist_hits"`
+	PrivateBlacklistHits uint64            `json:"private_blacklist_hits"`
+	DNSBLHits            uint64            `json:"dnsbl_hits"`
+	DNSWLHits            uint64            `json:"dnswl_hits"`
+	Controls             map[string]uint64 `json:"controls"`
+	Verdicts             []VerdictCount    `json:"verdicts"`
+	Sites                []SiteSnapshot    `json:"sites"`
+}
+
+// VerdictCount is the number of verdicts with one stage and action.
+type VerdictCount struct {
+	Stage  Stage  `json:"stage"`
+	Action Action `json:"action"`
+	Count  uint64 `json:"count"`
+}
+
+// SiteSnapshot is one DNS list site's counters.
+type SiteSnapshot struct {
+	Kind    ListKind `json:"kind"`
+	Site    string   `json:"site"`
+	Hits    uint64   `json:"hits"`
+	Errors  uint64   `json:"errors"`
+	Queries uint64   `json:"queries"`
+}
+
+// Snapshot copies the counters. Sites are sorted by kind and zone.
+func (c *Counters) Snapshot() Snapshot {
+	s := Snapshot{
+		WhitelistHits:        c.whitelistHits.Load(),
+		BlacklistHits:        c.blacklistHits.Load(),
+		PrivateBlacklistHits: c.privateBlacklistHits.Load(),
+		DNSBLHits:            c.dnsblHits.Load(),
+		DNSWLHits:            c.dnswlHits.Load(),
+		Controls:             map[string]uint64{},
+	}
+	c.controls.Range(func(k, v any) bool {
+		s.Controls[string(k.(Control))] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	for st := range numStages {
+		for a := range numActions {
+			if n := c.verdicts[st][a].Load(); n > 0 {
+				s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Count: n})
+			}
+		}
+	}
+	c.sites.Range(func(k, v any) bool {
+		sc, key := v.(*SiteCounters), k.(siteKey)
+		s.Sites = append(s.Sites, SiteSnapshot{Kind: key.kind, Site: key.zone, Hits: sc.Hits.Load(), Errors: sc.Errors.Load(), Queries: sc.Queries.Load()})
+		return true
+	})
+	sort.Slice(s.Sites, func(i, j int) bool {
+		if s.Sites[i].Kind != s.Sites[j].Kind {
+			return s.Sites[i].Kind < s.Sites[j].Kind
+		}
+		return s.Sites[i].Site < s.Sites[j].Site
+	})
+	return s
+}

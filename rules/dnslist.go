@@ -1,0 +1,203 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+)
+
+// siteStatus is what one DNS list's answer means for a client.
+type siteStatus uint8
+
+const (
+	siteNotListed siteStatus = iota
+	siteListed
+	siteError
+)
+
+// siteResult is one DNS list's answer, classified.
+type siteResult struct {
+	status siteStatus
+	listed []netip.Addr // answers that count (inside the filter, not error codes)
+	txt    string
+	detail string // for errors: what went wrong
+	err    error
+}
+
+// classify decides what a DNS list's answer means (DESIGN §3): answers
+// inside the site's filter list the client; known error codes and answers
+// outside the filter are list errors, never listings; a failed query is an
+// error and the client counts as not listed.
+func classify(site *DNSSite, ans DNSAnswer, err error) siteResult {
+	if err != nil {
+		return siteResult{status: siteError, detail: "query failed: " + err.Error(), err: err}
+	}
+	var listed []netip.Addr
+	var bad []string
+	for _, a := range ans.Addrs {
+		switch {
+		case IsDNSListErrorCode(a):
+			bad = append(bad, "error code "+a.String())
+		case site.Accepts(a):
+			listed = append(listed, a)
+		default:
+			bad = append(bad, "answer "+a.String()+" outside the filter")
+		}
+	}
+	switch {
+	case len(listed) > 0:
+		return siteResult{status: siteListed, listed: listed, txt: ans.TXT}
+	case len(bad) > 0:
+		return siteResult{status: siteError, detail: strings.Join(bad, ", ")}
+	}
+	return siteResult{status: siteNotListed}
+}
+
+// queryAll asks every site at once and waits for all answers: the connect
+// stage takes as long as the slowest list, not the sum of them.
+func (e *Engine) queryAll(ctx context.Context, ip netip.Addr, sites []*DNSSite) []siteResult {
+	out := make([]siteResult, len(sites))
+	if len(sites) == 1 {
+		ans, err := e.dns.Query(ctx, sites[0].Zone, ip)
+		out[0] = classify(sites[0], ans, err)
+		return out
+	}
+	var wg sync.WaitGroup
+	for i, site := range sites {
+		wg.Go(func() {
+			ans, err := e.dns.Query(ctx, site.Zone, ip)
+			out[i] = classify(site, ans, err)
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// dnsLists applies [dns_whitelist] and [dns_blacklist] (DESIGN §3 rows 4
+// and 5). The first whitelist in configured order that lists the client
+// wins and the blacklists are not counted; otherwise the first blacklist in
+// order that lists it decides.
+func (e *Engine) dnsLists(ctx context.Context, cfg *Config, s *Session, t *connectTracer) {
+	var sites []*DNSSite
+	if cfg.DNSWhitelist.Enabled {
+		for i := range cfg.DNSWhitelist.Sites {
+			sites = append(sites, &cfg.DNSWhitelist.Sites[i])
+		}
+	} else {
+		t.step(ControlDNSWhitelist, "skipped", "enabled = false")
+	}
+	nwl := len(sites)
+	if cfg.DNSBlacklist.Enabled {
+		for i := range cfg.DNSBlacklist.Sites {
+			sites = append(sites, &cfg.DNSBlacklist.Sites[i])
+		}
+	} else {
+		t.step(ControlDNSBlacklist, "skipped", "enabled = false")
+	}
+	if len(sites) == 0 {
+		return
+	}
+	if e.dns == nil || !s.ClientIP.IsValid() {
+		detail := "no DNS client"
+		if !s.ClientIP.IsValid() {
+			detail = "no client IP address"
+		}
+		t.step(ControlDNSWhitelist, "skipped", detail)
+		t.step(ControlDNSBlacklist, "skipped", detail)
+		return
+	}
+	results := e.queryAll(ctx, s.ClientIP, sites)
+
+	for i := 0; i < nwl; i++ {
+		if e.dnsSite(cfg, s, t, DNSWL, ControlDNSWhitelist, sites[i], results[i]) {
+			if len(sites) > nwl {
+				t.step(ControlDNSBlacklist, "skipped", "client is on a DNS whitelist")
+			}
+			return
+		}
+	}
+	for i := nwl; i < len(sites); i++ {
+		if e.dnsSite(cfg, s, t, DNSBL, ControlDNSBlacklist, sites[i], results[i]) {
+			return
+		}
+	}
+}
+
+// dnsSite counts and applies one site's result; it reports whether the
+// site listed the client (and so decided).
+func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKind, ctl Control, site *DNSSite, res siteResult) bool {
+	sc := e.counters.Site(kind, site.Zone)
+	sc.Queries.Add(1)
+	switch res.status {
+	case siteNotListed:
+		t.step(ctl, "not listed", site.Name)
+		return false
+	case siteError:
+		sc.Errors.Add(1)
+		t.r.DNSErrors = append(t.r.DNSErrors, site.Zone)
+		level := slog.LevelWarn
+		if errors.Is(res.err, context.Canceled) {
+			level = slog.LevelDebug
+		}
+		e.log.Log(context.Background(), level, "dns list error",
+			slog.String("session", s.ID),
+			slog.String("client", s.ClientIP.String()),
+			slog.String("site", site.Name),
+			slog.String("error", res.detail))
+		t.step(ctl, "error", site.Name+": "+res.detail+"; counted as not listed")
+		return false
+	}
+
+	sc.Hits.Add(1)
+	e.counters.control(ctl)
+	listing := &DNSListing{Site: site.Name, Zone: site.Zone, Answers: res.listed, TXT: res.txt}
+	reason := string(kind) + " " + site.Zone + " lists " + s.ClientIP.String() + " (" + joinAddrs(res.listed) + ")"
+	if res.txt != "" {
+		reason += ": " + res.txt
+	}
+	r := t.r
+	r.Reason = reason
+	if kind == DNSWL {
+		e.counters.dnswlHits.Add(1)
+		listing.Action = cfg.DNSWhitelist.Action
+		r.DNSWL = listing
+		switch cfg.DNSWhitelist.Action {
+		case ListTag:
+			r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSWLHeader, Value: site.Zone})
+			r.Logged = true
+			e.logHit(s, ctl, ListTag, reason)
+		case ListLog:
+			r.Logged = true
+			e.logHit(s, ctl, ListLog, reason)
+		}
+		t.step(ctl, cfg.DNSWhitelist.Action.String(), reason)
+		return true
+	}
+	e.counters.dnsblHits.Add(1)
+	listing.Action = cfg.DNSBlacklist.Action
+	r.DNSBL = listing
+	switch cfg.DNSBlacklist.Action {
+	case ListReject:
+		t.refuse(ctl, cfg.DNSBlacklist.Message, reason)
+	case ListTag:
+		r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSBLHeader, Value: site.Zone})
+		r.Logged = true
+		e.logHit(s, ctl, ListTag, reason)
+	default:
+		r.Logged = true
+		e.logHit(s, ctl, ListLog, reason)
+	}
+	t.step(ctl, cfg.DNSBlacklist.Action.String(), reason)
+	return true
+}
+
+func joinAddrs(addrs []netip.Addr) string {
+	parts := make([]string, len(addrs))
+	for i, a := range addrs {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, ", ")
+}

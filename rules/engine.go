@@ -1,0 +1,150 @@
+package rules
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+)
+
+// Engine applies the controls of a configuration to sessions. It is safe
+// for concurrent use by any number of sessions. The configuration is one
+// immutable value behind an atomic pointer: SetConfig swaps it whole, and
+// each stage call loads it once, so a stage sees one configuration, old or
+// new, never a mix.
+type Engine struct {
+	cfg      atomic.Pointer[Config]
+	dns      DNSLists
+	counters *Counters
+	log      *slog.Logger
+}
+
+// NewEngine returns an engine serving cfg. dns may be nil when no DNS list
+// is enabled; log may be nil to discard logs.
+func NewEngine(cfg *Config, dns DNSLists, log *slog.Logger) *Engine {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{dns: dns, counters: new(Counters), log: log}
+	e.cfg.Store(cfg)
+	return e
+}
+
+// Config returns the configuration in force.
+func (e *Engine) Config() *Config { return e.cfg.Load() }
+
+// SetConfig swaps in a new configuration. Sessions in flight keep their
+// connect-time outcome and go on under the new configuration.
+func (e *Engine) SetConfig(cfg *Config) { e.cfg.Store(cfg) }
+
+// Counters returns the engine's statistics.
+func (e *Engine) Counters() *Counters { return e.counters }
+
+// Connect runs the connect-time controls (whitelist, blacklist, private
+// blacklist, DNS whitelists and blacklists, in Domino's order) and returns
+// their verdict: a refusal, a tag, or accept. The outcome is kept in the
+// session, so calling Connect again, or any later stage first, does not
+// repeat the work. An adapter that delays connect-time refusals (milter
+// delay_reject, Postfix's smtpd_delay_reject) ignores a refusal here: every
+// later stage returns it again unless the client has authenticated.
+func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
+	cfg := e.cfg.Load()
+	v := Verdict{Stage: StageConnect}
+	if !s.connect.Done {
+		e.runConnect(ctx, cfg, s)
+	}
+	r := &s.connect
+	switch {
+	case r.Refusal != nil && !e.exempt(cfg, s):
+		v = *r.Refusal
+	case len(r.Headers) > 0 && !e.exempt(cfg, s):
+		v.Action = ActionTag
+		v.Headers = r.Headers
+		v.Reason = r.Reason
+	default:
+		v.Reason = r.Reason
+	}
+	v.Logged = r.Logged
+	if s.Trace {
+		v.Trace = append([]TraceStep(nil), r.Trace...)
+	}
+	return e.finish(s, v)
+}
+
+// exempt reports whether the session bypasses every control: a client
+// whitelisted with scope "all", or an authenticated client while
+// check_authenticated is off.
+func (e *Engine) exempt(cfg *Config, s *Session) bool {
+	return s.connect.Whitelisted && s.connect.Scope == ScopeAll ||
+		s.Authenticated() && !cfg.Server.CheckAuthenticated
+}
+
+// gate runs what every SMTP command stage checks first: the exemptions, a
+// pending connect-time refusal, and the command controls. It reports
+// whether it decided the verdict.
+func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, v *Verdict) bool {
+	if !s.connect.Done {
+		e.runConnect(ctx, cfg, s)
+	}
+	r := &s.connect
+	if r.Whitelisted && r.Scope == ScopeAll {
+		v.Reason = r.Reason
+		v.trace(s, ControlWhitelist, "bypass", "whitelisted with scope all: no control applies")
+		return true
+	}
+	if s.Authenticated() && !cfg.Server.CheckAuthenticated {
+		v.Reason = "authenticated as " + s.AuthUser
+		v.trace(s, ControlAuthenticated, "exempt", "SASL-authenticated sessions are exempt (check_authenticated = false)")
+		return true
+	}
+	if r.Refusal != nil {
+		stage := v.Stage
+		*v = *r.Refusal
+		v.Trace = nil
+		if s.Trace {
+			v.trace(s, r.Refusal.Control, "reject", "connect-time refusal delivered at "+stage.String()+": "+r.Refusal.Reason)
+		}
+		return true
+	}
+	if cmd != "" {
+		if !cfg.Commands.Permitted(cmd) {
+			e.counters.control(ControlCommands)
+			v.refuse(ActionReject, 502, "5.5.1", "Command not permitted", ControlCommands, "command "+cmd+" is not permitted")
+			if s.Trace {
+				v.trace(s, ControlCommands, "reject", cmd+" is denied by [commands]")
+			}
+			return true
+		}
+		if s.Trace && (len(cfg.Commands.Deny) > 0 || len(cfg.Commands.Allow) > 0) {
+			v.trace(s, ControlCommands, "no match", cmd+" is permitted")
+		}
+	}
+	return false
+}
+
+// finish counts and logs a verdict on its way out.
+func (e *Engine) finish(s *Session, v Verdict) Verdict {
+	e.counters.verdict(&v)
+	if v.Action.Refuses() && e.log.Enabled(context.Background(), slog.LevelInfo) {
+		e.log.Info("refused",
+			slog.String("session", s.ID),
+			slog.String("client", s.ClientIP.String()),
+			slog.String("stage", v.Stage.String()),
+			slog.String("control", string(v.Control)),
+			slog.Int("code", v.Code),
+			slog.String("reason", v.Reason))
+	}
+	return v
+}
+
+// refuse sets a refusal on the verdict.
+func (v *Verdict) refuse(a Action, code int, enh, text string, ctl Control, reason string) {
+	v.Action, v.Code, v.EnhancedCode, v.Text, v.Control, v.Reason = a, code, enh, text, ctl, reason
+	v.Disconnect = code == 421
+}
+
+// trace appends a step when the session asks for a trace.
+func (v *Verdict) trace(s *Session, ctl Control, result, detail string) {
+	if s.Trace {
+		v.Trace = append(v.Trace, TraceStep{Stage: v.Stage, Control: ctl, Result: result, Detail: detail})
+	}
+}

@@ -1,0 +1,96 @@
+package rules
+
+import (
+	"net/netip"
+)
+
+// Session is the state of one SMTP session as the engine sees it. An
+// adapter creates one per SMTP connection (milter) or per Postfix instance
+// (policy), fills in what the MTA reports and passes it to each stage. A
+// Session is not safe for concurrent use; one SMTP session is sequential.
+type Session struct {
+	// ID names the session in logs: a queue id or the policy instance.
+	ID string
+	// ClientIP is the client's address, IPv4-mapped IPv6 unmapped.
+	ClientIP netip.Addr
+	// ClientName is the verified client host name, normalized (lower case,
+	// no trailing dot); "" when the MTA could not verify one.
+	ClientName string
+	// Helo is the HELO/EHLO argument; "" before HELO or when empty.
+	Helo string
+	// MailFrom is the envelope sender of the current transaction.
+	MailFrom string
+	// Recipients are the recipients accepted so far in this transaction.
+	Recipients []string
+	// Refused are the recipients refused so far in this transaction.
+	Refused []string
+	// AuthUser is the SASL login name; "" when not authenticated.
+	AuthUser string
+	// Trace asks every verdict to carry the list of controls consulted.
+	// explain turns it on; servers leave it off.
+	Trace bool
+
+	connect ConnectResult
+}
+
+// NewSession starts a session for a client. ip is normalized (an
+// IPv4-mapped address becomes IPv4) and name normalized as a host name.
+func NewSession(ip netip.Addr, name string) *Session {
+	return &Session{ClientIP: NormalizeIP(ip), ClientName: NormalizeName(name)}
+}
+
+// Authenticated reports whether the client authenticated with SASL.
+func (s *Session) Authenticated() bool { return s.AuthUser != "" }
+
+// ConnectResult returns the outcome of the connect-time controls; its Done
+// field is false until a stage has worked it out.
+func (s *Session) ConnectResult() *ConnectResult { return &s.connect }
+
+// ResetMessage forgets the current transaction (sender and recipients),
+// keeping the connection's state: client, HELO and connect-time outcome.
+// Adapters call it when a transaction ends or is aborted (RSET).
+func (s *Session) ResetMessage() {
+	s.MailFrom = ""
+	s.Recipients = s.Recipients[:0]
+	s.Refused = s.Refused[:0]
+}
+
+// ConnectResult is what the connect-time controls (rows 1–5 of DESIGN §3)
+// found for a client. It is worked out once per session, so later stages
+// never repeat the list and DNS lookups.
+type ConnectResult struct {
+	// Done is true once the connect-time controls have run.
+	Done bool
+	// Whitelisted is true when [whitelist] matched; Scope says what it
+	// bypasses.
+	Whitelisted bool
+	Scope       WhitelistScope
+	// Refusal is a connect-time refusal, delivered at the first stage the
+	// adapter asks about (Postfix's smtpd_delay_reject); nil when none.
+	Refusal *Verdict
+	// Headers are the tag headers to add to every message of the session.
+	Headers []Header
+	// Logged is true when a list with the log or tag action matched.
+	Logged bool
+	// Reason explains the outcome in a few words.
+	Reason string
+	// DNSWL and DNSBL hold the DNS list answers that counted: the listing
+	// whitelist and the listing blacklist, if any.
+	DNSWL, DNSBL *DNSListing
+	// DNSErrors lists the sites whose answer was an error.
+	DNSErrors []string
+	// Trace is the connect stage's trace (when Session.Trace is set).
+	Trace []TraceStep
+}
+
+// DNSListing is a DNS list's answer for a client that counted as listed.
+type DNSListing struct {
+	// Site is the site as configured; Zone its zone.
+	Site, Zone string
+	// Answers are the A records that matched the site's filter.
+	Answers []netip.Addr
+	// TXT is the list's TXT record for the client, when it has one.
+	TXT string
+	// Action is the configured action of the list section.
+	Action ListAction
+}

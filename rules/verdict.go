@@ -1,0 +1,241 @@
+package rules
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Action is what a verdict tells the MTA to do.
+type Action uint8
+
+// The actions a verdict can carry. ActionTag accepts and adds headers.
+const (
+	ActionAccept Action = iota
+	ActionTag
+	ActionReject
+	ActionTempfail
+	numActions
+)
+
+var actionNames = [numActions]string{"accept", "tag", "reject", "tempfail"}
+
+// String returns the action's name: accept, tag, reject or tempfail.
+func (a Action) String() string {
+	if a < numActions {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("action(%d)", a)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// Refuses reports whether the action refuses the command (reject or tempfail).
+func (a Action) Refuses() bool { return a == ActionReject || a == ActionTempfail }
+
+// Stage is the point of the SMTP session a verdict was reached at.
+type Stage uint8
+
+// The SMTP stages the engine decides at, in session order. StageCommand is
+// any other command (VRFY, ETRN, EXPN, an unknown command).
+const (
+	StageConnect Stage = iota
+	StageHelo
+	StageMail
+	StageRcpt
+	StageData
+	StageCommand
+	numStages
+)
+
+var stageNames = [numStages]string{"connect", "helo", "mail", "rcpt", "data", "command"}
+
+// String returns the stage's name.
+func (s Stage) String() string {
+	if s < numStages {
+		return stageNames[s]
+	}
+	return fmt.Sprintf("stage(%d)", s)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Stage) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Control names a configured control. Its value is the configuration
+// section that sets it up.
+type Control string
+
+// The controls, named after their configuration sections.
+const (
+	ControlNone             Control = ""
+	ControlAuthenticated    Control = "authenticated"
+	ControlWhitelist        Control = "whitelist"
+	ControlBlacklist        Control = "blacklist"
+	ControlPrivateBlacklist Control = "private_blacklist"
+	ControlDNSWhitelist     Control = "dns_whitelist"
+	ControlDNSBlacklist     Control = "dns_blacklist"
+	ControlHelo             Control = "helo"
+	ControlMailFrom         Control = "mail_from"
+	ControlRecipients       Control = "recipients"
+	ControlCommands         Control = "commands"
+)
+
+// Header is a header field the MTA is asked to add to the message.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// String formats the header as "Name: value".
+func (h Header) String() string { return h.Name + ": " + h.Value }
+
+// TraceStep records one control consulted while reaching a verdict.
+type TraceStep struct {
+	Stage   Stage   `json:"stage"`
+	Control Control `json:"control"`
+	// Result is a short outcome: "match", "no match", "skipped", "listed",
+	// "not listed", "error", "accept", "reject", ...
+	Result string `json:"result"`
+	// Detail says why: the entry that matched, the DNS answer, the limit.
+	Detail string `json:"detail,omitempty"`
+}
+
+// String formats the step for people.
+func (t TraceStep) String() string {
+	s := string(t.Control) + ": " + t.Result
+	if t.Detail != "" {
+		s += " (" + t.Detail + ")"
+	}
+	return s
+}
+
+// Verdict is the engine's answer for one stage of a session. The adapters
+// translate it to the wire; logs and metrics observe it.
+type Verdict struct {
+	Action Action
+	// Code and EnhancedCode are the SMTP reply (e.g. 550 and "5.7.1"); zero
+	// for accept and tag.
+	Code         int
+	EnhancedCode string
+	// Text is the reply text, with %s already replaced by the client IP.
+	Text string
+	// Headers are the header fields to add to the message (tag actions).
+	Headers []Header
+	// Stage is where the verdict was reached. A connect-time refusal
+	// delivered later keeps StageConnect.
+	Stage Stage
+	// Control is the control that decided; ControlNone when none fired.
+	Control Control
+	// Disconnect asks the MTA to end the session (421 replies).
+	Disconnect bool
+	// Logged is true when a control with the log action matched: accepted,
+	// but worth a log line.
+	Logged bool
+	// Reason is a short, log-safe explanation of the decision, e.g.
+	// `private blacklist entry "192.0.2.0/24"`.
+	Reason string
+	// Trace lists every control consulted, when the session asked for a
+	// trace (Session.Trace); nil otherwise.
+	Trace []TraceStep
+}
+
+// Reply formats the SMTP reply line as "550 5.7.1 text"; "" for verdicts
+// that do not refuse.
+func (v Verdict) Reply() string {
+	if !v.Action.Refuses() {
+		return ""
+	}
+	return fmt.Sprintf("%d %s %s", v.Code, v.EnhancedCode, v.Text)
+}
+
+// verdictJSON is the stable JSON form of a verdict (explain --json).
+type verdictJSON struct {
+	Action       Action      `json:"action"`
+	Code         int         `json:"code"`
+	EnhancedCode string      `json:"enhanced_code"`
+	Text         string      `json:"text"`
+	Stage        Stage       `json:"stage"`
+	Control      Control     `json:"control"`
+	Disconnect   bool        `json:"disconnect,omitempty"`
+	Reason       string      `json:"reason,omitempty"`
+	Headers      []Header    `json:"headers"`
+	Trace        []TraceStep `json:"trace"`
+}
+
+// MarshalJSON writes the verdict with snake_case keys.
+func (v Verdict) MarshalJSON() ([]byte, error) {
+	j := verdictJSON{
+		Action: v.Action, Code: v.Code, EnhancedCode: v.EnhancedCode, Text: v.Text,
+		Stage: v.Stage, Control: v.Control, Disconnect: v.Disconnect, Reason: v.Reason,
+		Headers: v.Headers, Trace: v.Trace,
+	}
+	if j.Headers == nil {
+		j.Headers = []Header{}
+	}
+	if j.Trace == nil {
+		j.Trace = []TraceStep{}
+	}
+	return json.Marshal(j)
+}
+
+// FormatMessage replaces the one %s of a configured message with the client
+// IP and %% with %, as Domino does. Messages are validated at load time.
+func FormatMessage(msg, ip string) string {
+	if !strings.Contains(msg, "%") {
+		return msg
+	}
+	var b strings.Builder
+	b.Grow(len(msg) + len(ip))
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c == '%' && i+1 < len(msg) {
+			switch msg[i+1] {
+			case 's':
+				b.WriteString(ip)
+				i++
+				continue
+			case '%':
+				b.WriteByte('%')
+				i++
+				continue
+			}
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// validateMessage checks that a configured message holds at most one %s and
+// no other format verb (%% is a literal percent sign). SMTP replies are one
+// line of printable text, so control characters are refused too.
+func validateMessage(msg string) error {
+	if strings.TrimSpace(msg) == "" {
+		return fmt.Errorf("message is empty")
+	}
+	verbs := 0
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("message %q holds a control character", msg)
+		}
+		if c != '%' {
+			continue
+		}
+		if i+1 >= len(msg) {
+			return fmt.Errorf("message %q ends with a lone %%; write %%%% for a percent sign", msg)
+		}
+		switch msg[i+1] {
+		case 's':
+			verbs++
+			if verbs > 1 {
+				return fmt.Errorf("message %q has more than one %%s; only one, the client IP, is allowed", msg)
+			}
+		case '%':
+		default:
+			return fmt.Errorf("message %q has format verb %%%c; only one %%s (the client IP) and %%%% are allowed", msg, msg[i+1])
+		}
+		i++
+	}
+	return nil
+}
