@@ -7,6 +7,11 @@ require (
 	github.com/gaissmai/bart v0.30.0
 	github.com/hashicorp/go-multierror v1.1.1
 	github.com/matryer/is v1.4.1
+	github.com/miekg/dns v1.1.73
 )
 
-require github.com/hashicorp/errwrap v1.0.0 // indirect
+require (
+	github.com/hashicorp/errwrap v1.0.0 // indirect
+	golang.org/x/net v0.57.0 // indirect
+	golang.org/x/sys v0.47.0 // indirect
+)

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Counters are the engine's statistics, kept with plain atomics so the hot
@@ -19,6 +20,8 @@ type Counters struct {
 	verdicts             [numStages][numActions]atomic.Uint64
 	controls             sync.Map // Control -> *atomic.Uint64: times a control fired
 	sites                sync.Map // siteKey -> *SiteCounters
+	suspended            sync.Map // zone -> *atomic.Bool
+	dnsLatency           Histogram
 }
 
 // SiteCounters count one DNS list's outcomes.
@@ -71,6 +74,70 @@ func (c *Counters) verdict(v *Verdict) {
 	}
 }
 
+// DNSLatencyBuckets are the upper bounds, in seconds, of the DNS query
+// latency histogram.
+var DNSLatencyBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+// Histogram counts observations into DNSLatencyBuckets with atomics.
+type Histogram struct {
+	buckets [len(DNSLatencyBuckets)]atomic.Uint64 // not cumulative
+	count   atomic.Uint64
+	sumNano atomic.Uint64
+}
+
+// Observe records one duration.
+func (h *Histogram) Observe(d time.Duration) {
+	sec := d.Seconds()
+	for i, le := range DNSLatencyBuckets {
+		if sec <= le {
+			h.buckets[i].Add(1)
+			break
+		}
+	}
+	h.count.Add(1)
+	if d > 0 {
+		h.sumNano.Add(uint64(d))
+	}
+}
+
+// HistogramSnapshot is a copy of a histogram: cumulative bucket counts
+// (as Prometheus wants them), the total count and the sum in seconds.
+type HistogramSnapshot struct {
+	Buckets []uint64 `json:"buckets"`
+	Count   uint64   `json:"count"`
+	Sum     float64  `json:"sum_seconds"`
+}
+
+func (h *Histogram) snapshot() HistogramSnapshot {
+	s := HistogramSnapshot{Buckets: make([]uint64, len(DNSLatencyBuckets))}
+	var cum uint64
+	for i := range h.buckets {
+		cum += h.buckets[i].Load()
+		s.Buckets[i] = cum
+	}
+	s.Count = h.count.Load()
+	s.Sum = time.Duration(h.sumNano.Load()).Seconds()
+	return s
+}
+
+// ObserveDNSQuery records one DNS list query sent to the network: its
+// latency goes to the histogram. A DNS client calls it (see
+// dnsclient.Options.Observe); failures are counted by the engine, which
+// sees them in context.
+func (c *Counters) ObserveDNSQuery(zone string, d time.Duration, err error) {
+	c.dnsLatency.Observe(d)
+}
+
+// SetSuspended records whether a DNS list zone is suspended by its health
+// probes (dnsclient.Options.OnSuspend).
+func (c *Counters) SetSuspended(zone string, suspended bool) {
+	v, ok := c.suspended.Load(zone)
+	if !ok {
+		v, _ = c.suspended.LoadOrStore(zone, new(atomic.Bool))
+	}
+	v.(*atomic.Bool).Store(suspended)
+}
+
 // Snapshot is a point-in-time copy of the counters.
 type Snapshot struct {
 	WhitelistHits        uint64            `json:"whitelist_hits"`
@@ -81,6 +148,9 @@ type Snapshot struct {
 	Controls             map[string]uint64 `json:"controls"`
 	Verdicts             []VerdictCount    `json:"verdicts"`
 	Sites                []SiteSnapshot    `json:"sites"`
+	// Suspended lists the DNS list zones suspended by health probes.
+	Suspended  []string          `json:"suspended"`
+	DNSLatency HistogramSnapshot `json:"dns_latency"`
 }
 
 // VerdictCount is the number of verdicts with one stage and action.
@@ -125,6 +195,14 @@ func (c *Counters) Snapshot() Snapshot {
 		s.Sites = append(s.Sites, SiteSnapshot{Kind: key.kind, Site: key.zone, Hits: sc.Hits.Load(), Errors: sc.Errors.Load(), Queries: sc.Queries.Load()})
 		return true
 	})
+	c.suspended.Range(func(k, v any) bool {
+		if v.(*atomic.Bool).Load() {
+			s.Suspended = append(s.Suspended, k.(string))
+		}
+		return true
+	})
+	sort.Strings(s.Suspended)
+	s.DNSLatency = c.dnsLatency.snapshot()
 	sort.Slice(s.Sites, func(i, j int) bool {
 		if s.Sites[i].Kind != s.Sites[j].Kind {
 			return s.Sites[i].Kind < s.Sites[j].Kind

@@ -16,6 +16,7 @@ const (
 	siteNotListed siteStatus = iota
 	siteListed
 	siteError
+	siteSuspended // its health probe failed: not asked, not counted
 )
 
 // siteResult is one DNS list's answer, classified.
@@ -32,6 +33,9 @@ type siteResult struct {
 // outside the filter are list errors, never listings; a failed query is an
 // error and the client counts as not listed.
 func classify(site *DNSSite, ans DNSAnswer, err error) siteResult {
+	if errors.Is(err, ErrSiteSuspended) {
+		return siteResult{status: siteSuspended, detail: "suspended by its health probe", err: err}
+	}
 	if err != nil {
 		return siteResult{status: siteError, detail: "query failed: " + err.Error(), err: err}
 	}
@@ -130,6 +134,12 @@ func (e *Engine) dnsLists(ctx context.Context, cfg *Config, s *Session, t *conne
 // site listed the client (and so decided).
 func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKind, ctl Control, site *DNSSite, res siteResult) bool {
 	sc := e.counters.Site(kind, site.Zone)
+	switch res.status {
+	case siteSuspended:
+		// The prober logged it as an error when it suspended the list.
+		t.step(ctl, "skipped", site.Name+": "+res.detail)
+		return false
+	}
 	sc.Queries.Add(1)
 	switch res.status {
 	case siteNotListed:

@@ -18,13 +18,27 @@ type Engine struct {
 	log      *slog.Logger
 }
 
-// NewEngine returns an engine serving cfg. dns may be nil when no DNS list
-// is enabled; log may be nil to discard logs.
-func NewEngine(cfg *Config, dns DNSLists, log *slog.Logger) *Engine {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// EngineOptions are an engine's collaborators; every field may be left
+// zero.
+type EngineOptions struct {
+	// DNS queries DNS lists; nil skips them (a trace says so).
+	DNS DNSLists
+	// Logger receives list matches, refusals and DNS errors; nil discards.
+	Logger *slog.Logger
+	// Counters receive the statistics; nil makes new ones. Passing them in
+	// lets a DNS client built before the engine report into them.
+	Counters *Counters
+}
+
+// NewEngine returns an engine serving cfg.
+func NewEngine(cfg *Config, opts EngineOptions) *Engine {
+	e := &Engine{dns: opts.DNS, counters: opts.Counters, log: opts.Logger}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{dns: dns, counters: new(Counters), log: log}
+	if e.counters == nil {
+		e.counters = new(Counters)
+	}
 	e.cfg.Store(cfg)
 	return e
 }
@@ -59,6 +73,7 @@ func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
 	case len(r.Headers) > 0 && !e.exempt(cfg, s):
 		v.Action = ActionTag
 		v.Headers = r.Headers
+		v.Control = tagControl(s)
 		v.Reason = r.Reason
 	default:
 		v.Reason = r.Reason
@@ -147,4 +162,26 @@ func (v *Verdict) trace(s *Session, ctl Control, result, detail string) {
 	if s.Trace {
 		v.Trace = append(v.Trace, TraceStep{Stage: v.Stage, Control: ctl, Result: result, Detail: detail})
 	}
+}
+
+// Exempt reports whether the session bypasses every control now: a client
+// whitelisted with scope "all", or an authenticated client while
+// check_authenticated is off. Adapters that remember a refusal across
+// requests ask it before repeating one, since a client may authenticate
+// after it was refused.
+func (e *Engine) Exempt(s *Session) bool {
+	if !s.connect.Done {
+		return s.Authenticated() && !e.cfg.Load().Server.CheckAuthenticated
+	}
+	return e.exempt(e.cfg.Load(), s)
+}
+
+// Tags returns the tag headers the session's messages carry: the
+// connect-time tags, unless the session is exempt. Adapters add them once
+// per message.
+func (e *Engine) Tags(s *Session) []Header {
+	if len(s.connect.Headers) == 0 || e.Exempt(s) {
+		return nil
+	}
+	return s.connect.Headers
 }

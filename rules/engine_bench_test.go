@@ -39,7 +39,7 @@ deny = ["VRFY", "ETRN"]
 			cfg.PrivateBlacklist.Hosts = hl
 			cfg.Blacklist.Hosts = hl
 			clients := benchHostClients(entries, 1024)
-			e := NewEngine(cfg, nil, nil)
+			e := NewEngine(cfg, EngineOptions{})
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()

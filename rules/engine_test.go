@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 )
@@ -31,7 +32,7 @@ func newTestEngine(t *testing.T, text string) (*Engine, *MemoryDNS) {
 		t.Fatalf("config: %v", err)
 	}
 	dns := NewMemoryDNS()
-	return NewEngine(cfg, dns, testLogger(t)), dns
+	return NewEngine(cfg, EngineOptions{DNS: dns, Logger: testLogger(t)}), dns
 }
 
 // step is one SMTP event of a scenario and the verdict it must get.
@@ -143,7 +144,7 @@ func TestScenarios(t *testing.T) {
 			name:   "private blacklist tag",
 			config: "[private_blacklist]\nenabled = true\nhosts = [\"203.0.113.0/24\"]\naction = \"tag\"",
 			ip:     "203.0.113.5",
-			steps: []step{{op: "connect", want: ActionTag, hdr: "X-DNSBL-Site: PrivateBlacklist"}, accept("mail", "a@example.com"),
+			steps: []step{{op: "connect", want: ActionTag, ctl: ControlPrivateBlacklist, hdr: "X-DNSBL-Site: PrivateBlacklist"}, accept("mail", "a@example.com"),
 				accept("rcpt", "b@domino.test"), {op: "data", want: ActionTag, ctl: ControlPrivateBlacklist, hdr: "X-DNSBL-Site: PrivateBlacklist"}},
 		},
 		{
@@ -234,7 +235,7 @@ func TestScenarios(t *testing.T) {
 				m.Set("wl2.test", mustAddr("192.0.2.7"), "", listed2)
 				m.Set("bl1.test", mustAddr("192.0.2.7"), "", listed2)
 			},
-			steps: []step{{op: "connect", want: ActionTag, hdr: "X-DNSWL-Site: wl1.test"}, accept("mail", "a@example.com"),
+			steps: []step{{op: "connect", want: ActionTag, ctl: ControlDNSWhitelist, hdr: "X-DNSWL-Site: wl1.test"}, accept("mail", "a@example.com"),
 				accept("rcpt", "b@domino.test"), {op: "data", want: ActionTag, ctl: ControlDNSWhitelist, hdr: "X-DNSWL-Site: wl1.test"}},
 		},
 		{
@@ -482,4 +483,22 @@ func TestReloadKeepsSessionState(t *testing.T) {
 	is.Equal(v.Control, ControlRecipients)
 	is.Equal(v.Code, 550)                               // the new deny list applies
 	is.Equal(e.Rcpt(ctx, s, "3@domino.test").Code, 452) // the count survived
+}
+
+func TestDNSCountersHistogramAndSuspension(t *testing.T) {
+	is := is.New(t)
+	c := new(Counters)
+	c.ObserveDNSQuery("bl.test", 3*time.Millisecond, nil)
+	c.ObserveDNSQuery("bl.test", 2*time.Second, errors.New("timeout"))
+	c.ObserveDNSQuery("bl.test", time.Minute, nil) // past the last bucket: only in count and sum
+	c.SetSuspended("bad.test", true)
+	c.SetSuspended("healed.test", true)
+	c.SetSuspended("healed.test", false)
+	s := c.Snapshot()
+	is.Equal(s.DNSLatency.Count, uint64(3))
+	is.Equal(s.DNSLatency.Buckets[0], uint64(0))                        // <= 1ms
+	is.Equal(s.DNSLatency.Buckets[2], uint64(1))                        // <= 5ms, cumulative
+	is.Equal(s.DNSLatency.Buckets[len(DNSLatencyBuckets)-1], uint64(2)) // <= 5s
+	is.True(s.DNSLatency.Sum > 62 && s.DNSLatency.Sum < 63)
+	is.Equal(s.Suspended, []string{"bad.test"})
 }

@@ -13,10 +13,11 @@ import (
 
 // runCheck validates a configuration, prints a summary of what is enabled
 // and every warning, and exits 2 on error (like postfix check / nginx -t).
-func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "configuration `file` (default: built-in defaults)")
+	probe := fs.Bool("probe", false, "probe every DNS list with its RFC 5782 test entries")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -29,7 +30,35 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	printSummary(stdout, cfg)
+	if *probe {
+		return probeLists(ctx, cfg, stdout, stderr)
+	}
 	return exitOK
+}
+
+// probeLists probes every enabled DNS list (127.0.0.2 must be listed,
+// 127.0.0.1 must not) and prints each result. It exits 1 when a list would
+// be suspended or cannot be asked.
+func probeLists(ctx context.Context, cfg *rules.Config, stdout, stderr io.Writer) int {
+	zones := dnsZones(cfg)
+	if len(zones) == 0 {
+		fmt.Fprintln(stdout, "probe: no DNS list is enabled")
+		return exitOK
+	}
+	client, err := newDNSClient(cfg, new(rules.Counters), nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "probe: %v\n", err)
+		return exitFail
+	}
+	code := exitOK
+	for _, z := range zones {
+		r := client.Probe(ctx, z)
+		fmt.Fprintf(stdout, "probe: %s\n", r)
+		if r.Suspended || r.Err != nil {
+			code = exitFail
+		}
+	}
+	return code
 }
 
 func onOff(b bool) string {

@@ -57,7 +57,17 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitUsage
 	}
 
-	engine := rules.NewEngine(cfg, nil, nil)
+	opts := rules.EngineOptions{Counters: new(rules.Counters)}
+	if dnsListsEnabled(cfg) {
+		// Live DNS, as the server would ask it.
+		client, err := newDNSClient(cfg, opts.Counters, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "explain: %v; DNS lists are skipped\n", err)
+		} else {
+			opts.DNS = client
+		}
+	}
+	engine := rules.NewEngine(cfg, opts)
 	s := rules.NewSession(addr, *name)
 	s.ID = "explain"
 	tx := rules.Transaction{From: *from, Rcpts: rcpts, AuthUser: *auth}

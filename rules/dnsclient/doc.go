@@ -1,0 +1,21 @@
+// Package dnsclient is the DNS list client of smtp-interceptor: it
+// implements [rules.DNSLists] over github.com/miekg/dns.
+//
+// A lookup follows RFC 5782 §2: the client address, its octets reversed
+// (IPv4) or its 32 nibbles reversed (IPv6, RFC 5782 §2.4), is prepended to
+// the list's zone and asked for A records; the TXT record of a listed
+// address is fetched as the listing's reason. Queries go to one recursive
+// resolver over UDP, retried over TCP when the answer is truncated.
+//
+// Answers are cached per (zone, address) for their TTL, negative answers
+// for the SOA minimum (RFC 2308 §5), clamped to [Options.MinTTL,
+// Options.MaxTTL]; concurrent lookups of the same (zone, address) share one
+// query. What an answer means (filters, error codes, list order) is the
+// engine's business, not the client's.
+//
+// Health probes (RFC 5782 §5) check that a list lists the test entry
+// 127.0.0.2 and does not list 127.0.0.1. A list that answers for 127.0.0.1
+// lists everyone, or refuses everyone with an error code; it is suspended,
+// and Query fails with [rules.ErrSiteSuspended] without asking it, until a
+// later probe passes.
+package dnsclient
