@@ -4,7 +4,9 @@
 //
 // Usage:
 //
+//	smtp-interceptor serve   [-c FILE]
 //	smtp-interceptor check   [-c FILE]
+//	smtp-interceptor bench   policy --addr A [-c CONNS] [-n REQUESTS] [--hit SHARE]
 //	smtp-interceptor explain [-c FILE] --ip A [--name H] [--helo H] [--from S] [--rcpt R]... [--json]
 package main
 
@@ -27,8 +29,10 @@ const (
 const usage = `usage: smtp-interceptor <command> [flags]
 
 commands:
+  serve    run the policy server
   check    validate a configuration and summarize it
   explain  run one simulated session and show every decision
+  bench    drive a policy server with load and measure it
 
 Run "smtp-interceptor <command> -h" for a command's flags.
 `
@@ -47,6 +51,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheck(ctx, args[1:], stdout, stderr)
 	case "explain":

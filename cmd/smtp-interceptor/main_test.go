@@ -124,7 +124,7 @@ func TestExplainJSON(t *testing.T) {
 			is.Equal(got.Stage, tt.stage)
 			is.Equal(got.Control, tt.control)
 			is.Equal(len(got.Stages), tt.stages)
-			is.True(len(got.Trace) > 0)  // every decision explained
+			is.True(len(got.Trace) > 0) // every decision explained
 			is.True(got.Headers != nil) // always an array
 		})
 	}

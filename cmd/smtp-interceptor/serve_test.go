@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// writeConfig writes a config whose policy listener is a unix socket in a
+// temporary directory, and returns the config path and the socket path.
+func writeConfig(t *testing.T, extra string) (cfgPath, sock string) {
+	t.Helper()
+	dir := t.TempDir()
+	sock = filepath.Join(dir, "policy.sock")
+	cfgPath = filepath.Join(dir, "config.toml")
+	text := fmt.Sprintf("[server]\npolicy = [\"unix:%s\"]\nmilter = []\nmetrics = \"\"\n[dns]\nresolver = \"127.0.0.1:1\"\n%s", sock, extra)
+	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, sock
+}
+
+func policyAsk(t *testing.T, network, addr, client string) string {
+	t.Helper()
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=%s\nclient_name=unknown\nhelo_name=x.example\nsender=a@example.com\nrecipient=b@domino.test\ninstance=t.1\n\n", client)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(line)
+}
+
+func TestServe(t *testing.T) {
+	is := is.New(t)
+	cfg, sock := writeConfig(t, "[blacklist]\nhosts = [\"192.0.2.66\"]")
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, &bytes.Buffer{}, &stderr) }()
+	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	is.Equal(policyAsk(t, "unix", sock, "192.0.2.66"), "action=550 5.7.1 Connection denied based on policy reason")
+	is.Equal(policyAsk(t, "unix", sock, "192.0.2.1"), "action=DUNNO")
+	cancel() // SIGTERM
+	is.Equal(<-done, 0)
+	is.True(strings.Contains(stderr.String(), "stopped"))
+	_, err := os.Stat(sock)
+	is.True(os.IsNotExist(err)) // the socket is removed
+}
+
+func TestServeBindError(t *testing.T) {
+	is := is.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	is.NoErr(err)
+	defer ln.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	is.NoErr(os.WriteFile(cfg, []byte(fmt.Sprintf("[server]\npolicy = [\"%s\"]\nmilter = []\nmetrics = \"\"\n[dns]\nresolver = \"127.0.0.1:1\"\n", ln.Addr())), 0o644))
+	code, _, stderr := runCmd("serve", "-c", cfg)
+	is.Equal(code, 1)
+	is.True(strings.Contains(stderr, ln.Addr().String())) // names the address
+}
+
+// TestServeBinarySIGTERM runs the built binary and stops it as systemd
+// would.
+func TestServeBinarySIGTERM(t *testing.T) {
+	is := is.New(t)
+	bin := filepath.Join(t.TempDir(), "smtp-interceptor")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	is.NoErr(build.Run())
+	cfg, sock := writeConfig(t, "")
+	cmd := exec.Command(bin, "serve", "-c", cfg)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	is.NoErr(cmd.Start())
+	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	is.Equal(policyAsk(t, "unix", sock, "192.0.2.1"), "action=DUNNO")
+	is.NoErr(cmd.Process.Signal(syscall.SIGTERM))
+	is.NoErr(cmd.Wait()) // exit 0
+	is.True(strings.Contains(stderr.String(), "draining"))
+}
+
+func TestBenchPolicy(t *testing.T) {
+	is := is.New(t)
+	cfg, sock := writeConfig(t, "[private_blacklist]\nenabled = true\nhosts = [\"203.0.113.0/24\"]\naction = \"reject\"")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+
+	code, stdout, stderr := runCmd("bench", "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "2000", "--hit", "0.5")
+	t.Log(stdout, stderr)
+	is.Equal(code, 0)
+	is.True(strings.Contains(stdout, "2000 requests in"))
+	is.True(strings.Contains(stdout, "requests/s"))
+	is.True(strings.Contains(stdout, "p99"))
+	is.True(strings.Contains(stdout, "550 5.7.1")) // the hits were refused
+	is.True(strings.Contains(stdout, "DUNNO"))
+	is.True(!strings.Contains(stdout, "errors"))
+}

@@ -1,0 +1,65 @@
+package listen
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/matryer/is"
+)
+
+func TestListenTCP(t *testing.T) {
+	is := is.New(t)
+	ln, err := Listen("127.0.0.1:0", 0o660)
+	is.NoErr(err)
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	is.NoErr(err)
+	defer c.Close()
+	ip, ok := PeerIP(c)
+	is.True(ok)
+	is.Equal(ip.String(), "127.0.0.1")
+
+	_, err = Listen(ln.Addr().String(), 0o660) // taken
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), ln.Addr().String())) // names the address
+}
+
+func TestListenUnix(t *testing.T) {
+	is := is.New(t)
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := Listen("unix:"+path, 0o640)
+	is.NoErr(err)
+	fi, err := os.Stat(path)
+	is.NoErr(err)
+	is.Equal(fi.Mode().Perm(), os.FileMode(0o640))
+
+	_, err = Listen("unix:"+path, 0o640) // live: refused
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), "another process"))
+	ln.Close()
+
+	// A stale socket file (no listener) is replaced. net.UnixListener
+	// removes its file on Close, so make a stale one by hand.
+	l2, err := net.Listen("unix", path)
+	is.NoErr(err)
+	l2.(*net.UnixListener).SetUnlinkOnClose(false)
+	l2.Close()
+	ln, err = Listen("unix:"+path, 0o600)
+	is.NoErr(err)
+	ln.Close()
+
+	plain := filepath.Join(t.TempDir(), "file")
+	is.NoErr(os.WriteFile(plain, nil, 0o600))
+	_, err = Listen("unix:"+plain, 0o600)
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), "not a socket"))
+}

@@ -1,0 +1,390 @@
+// Package policy serves the rules engine over Postfix's SMTP access policy
+// delegation protocol (SMTPD_POLICY_README): one request of name=value
+// lines ended by an empty line, one "action=..." reply, many requests on a
+// persistent connection. The package only translates: it fills a
+// rules.Session from the request attributes, calls the engine stage that
+// protocol_state names, and writes the verdict back.
+package policy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/listen"
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("policy: server closed")
+
+// Options tune a Server; every field may be left zero.
+type Options struct {
+	// Logger receives bad-input and connection logs; nil discards them.
+	Logger *slog.Logger
+	// MaxInstances bounds the per-message state kept (default 100,000).
+	MaxInstances int
+	// InstanceTTL drops the state of a message not heard of for this long
+	// (default 30 minutes, well past Postfix's SMTP command timeouts).
+	InstanceTTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is a policy delegation server. Serve may be called on several
+// listeners at once; Shutdown stops them all.
+type Server struct {
+	engine    *rules.Engine
+	log       *slog.Logger
+	instances *instanceTable
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+}
+
+// New returns a server answering with engine's verdicts.
+func New(engine *rules.Engine, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxInstances <= 0 {
+		opts.MaxInstances = 100_000
+	}
+	if opts.InstanceTTL <= 0 {
+		opts.InstanceTTL = 30 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{
+		engine:    engine,
+		log:       opts.Logger,
+		instances: newInstanceTable(opts.MaxInstances, opts.InstanceTTL, opts.Now),
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+	}
+}
+
+// Serve accepts connections on ln until Shutdown, serving each on its own
+// goroutine. TCP peers outside [server] allow are logged and closed.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.closing.Load() {
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.mu.Lock()
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// EMFILE and friends: wait a little, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("policy accept failed; retrying", slog.String("listener", ln.Addr().String()), slog.Any("error", err))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("policy: accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		if ip, ok := listen.PeerIP(nc); ok {
+			if _, allowed := s.engine.Config().Server.Allow.Match(ip, ""); !allowed {
+				s.log.Warn("policy client not allowed by [server] allow; closing", slog.String("peer", ip.String()))
+				nc.Close()
+				continue
+			}
+		}
+		c := &conn{srv: s, nc: nc, peer: nc.RemoteAddr().String()}
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, lets every request being worked on get its
+// reply, closes idle connections, and waits for all connections to end or
+// ctx to expire (then it closes them outright).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.interruptIdle()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// conn is one policy client connection.
+type conn struct {
+	srv  *Server
+	nc   net.Conn
+	peer string
+
+	mu   sync.Mutex
+	busy bool // a request is being worked on
+	// local holds the message state of clients that send no instance
+	// attribute: it lives as long as the connection.
+	local *instance
+}
+
+// interruptIdle makes a connection waiting for its next request return at
+// once; a busy one finishes its request and then sees the server closing.
+func (c *conn) interruptIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.busy {
+		c.nc.SetReadDeadline(time.Now())
+	}
+}
+
+func (c *conn) setBusy(b bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.busy = b
+}
+
+func (c *conn) serve() {
+	defer c.srv.untrack(c)
+	defer c.nc.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.log.Error("policy connection panicked; closing it", slog.String("peer", c.peer), slog.Any("panic", r))
+		}
+	}()
+	r := bufio.NewReaderSize(c.nc, MaxLineBytes)
+	w := bufio.NewWriterSize(c.nc, 512)
+	var req Request
+	for {
+		if c.srv.closing.Load() {
+			return
+		}
+		c.nc.SetReadDeadline(time.Now().Add(c.srv.engine.Config().Server.IdleTimeout))
+		err := ReadRequest(r, &req)
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		c.setBusy(true)
+		v, prepend := c.srv.decide(c, &req)
+		err = writeReply(w, &v, prepend)
+		c.setBusy(false)
+		if err != nil {
+			c.srv.log.Info("policy client went away before its reply", slog.String("peer", c.peer), slog.Any("error", err))
+			return
+		}
+	}
+}
+
+func (c *conn) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		// SMTPD_POLICY_README gives no error reply: log and close.
+		c.srv.log.Warn("bad policy request; closing connection", slog.String("peer", c.peer), slog.String("error", err.Error()))
+	case errors.As(err, &ne) && ne.Timeout():
+		if !c.srv.closing.Load() {
+			c.srv.log.Debug("policy connection idle; closing", slog.String("peer", c.peer))
+		}
+	case errors.Is(err, net.ErrClosed), errors.Is(err, context.Canceled):
+	default:
+		if err.Error() != "EOF" {
+			c.srv.log.Debug("policy connection ended", slog.String("peer", c.peer), slog.Any("error", err))
+		}
+	}
+}
+
+// decide runs the engine for one request and returns the verdict and the
+// tag header to prepend, if any.
+func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
+	ctx := context.Background()
+	in := c.instanceFor(s, req)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.sess != nil && in.client != req.ClientAddress {
+		in.reset()
+	}
+	if in.sess == nil {
+		in.client = req.ClientAddress
+		ip, err := netip.ParseAddr(req.ClientAddress)
+		if err != nil && req.ClientAddress != "" {
+			s.log.Warn("policy request with a bad client_address; host lists are not applied",
+				slog.String("peer", c.peer), slog.String("client_address", req.ClientAddress))
+		}
+		in.sess = rules.NewSession(ip, req.ClientName)
+		in.sess.ID = req.Instance
+	}
+	sess := in.sess
+	sess.AuthUser = req.SASLUsername
+	if req.QueueID != "" {
+		sess.ID = req.QueueID
+	}
+	e := s.engine
+
+	if in.sticky != nil && !e.Exempt(sess) {
+		return *in.sticky, nil
+	}
+	var v rules.Verdict
+	state := req.ProtocolState
+	switch state {
+	case "CONNECT":
+		v = e.Connect(ctx, sess)
+		return v, nil
+	case "EHLO", "HELO":
+		v = in.helo(ctx, e, req, state)
+		return v, nil
+	case "MAIL":
+		if v = in.helo(ctx, e, req, ""); v.Action.Refuses() {
+			return v, nil
+		}
+		return in.mail(ctx, e, req), nil
+	case "RCPT":
+		if v = in.helo(ctx, e, req, ""); v.Action.Refuses() {
+			return v, nil
+		}
+		if v = in.mail(ctx, e, req); v.Action.Refuses() {
+			return v, nil
+		}
+		v = e.Rcpt(ctx, sess, req.Recipient)
+	case "DATA":
+		if v = in.helo(ctx, e, req, ""); v.Action.Refuses() {
+			return v, nil
+		}
+		if v = in.mail(ctx, e, req); v.Action.Refuses() {
+			return v, nil
+		}
+		v = e.Data(ctx, sess)
+	case "END-OF-MESSAGE":
+		// Too late to prepend (Postfix's access(5)); only a connect-time
+		// refusal still applies.
+		return e.Connect(ctx, sess), nil
+	case "VRFY", "ETRN":
+		return e.Command(ctx, sess, state), nil
+	default:
+		s.log.Warn("policy request with an unknown protocol_state; answering DUNNO",
+			slog.String("peer", c.peer), slog.String("protocol_state", truncate(state, 64)))
+		return v, nil
+	}
+	if v.Action.Refuses() {
+		return v, nil
+	}
+	// Tag headers: once per message, at the first accepted RCPT or DATA.
+	if !in.tagsQueued {
+		in.tagsQueued = true
+		in.pending = append(in.pending[:0], e.Tags(sess)...)
+	}
+	if len(in.pending) > 0 {
+		h := in.pending[0]
+		in.pending = in.pending[1:]
+		return v, &h
+	}
+	return v, nil
+}
+
+// instanceFor returns the message state of a request: by its instance
+// attribute, or the connection's own when the client sends none.
+func (c *conn) instanceFor(s *Server, req *Request) *instance {
+	if req.Instance == "" {
+		if c.local == nil {
+			c.local = &instance{}
+		}
+		return c.local
+	}
+	return s.instances.get(req.Instance)
+}
+
+// helo runs the HELO stage once per message; cmd is the protocol_state
+// when the policy is asked at HELO/EHLO, else derived from protocol_name.
+func (in *instance) helo(ctx context.Context, e *rules.Engine, req *Request, cmd string) rules.Verdict {
+	if in.heloDone {
+		return rules.Verdict{Stage: rules.StageHelo}
+	}
+	if cmd == "" {
+		cmd = "HELO"
+		if strings.EqualFold(req.ProtocolName, "ESMTP") {
+			cmd = "EHLO"
+		}
+	}
+	in.heloDone = true
+	v := e.Helo(ctx, in.sess, cmd, req.HeloName)
+	if v.Action.Refuses() && v.Stage != rules.StageConnect {
+		in.sticky = &v
+	}
+	return v
+}
+
+// mail runs the MAIL FROM stage once per message.
+func (in *instance) mail(ctx context.Context, e *rules.Engine, req *Request) rules.Verdict {
+	if in.mailDone {
+		return rules.Verdict{Stage: rules.StageMail}
+	}
+	in.mailDone = true
+	v := e.Mail(ctx, in.sess, req.Sender)
+	if v.Action.Refuses() && v.Stage != rules.StageConnect {
+		in.sticky = &v
+	}
+	return v
+}
