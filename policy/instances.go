@@ -20,9 +20,9 @@ type instance struct {
 	sess     *rules.Session
 	heloDone bool
 	mailDone bool
-	// sticky is a HELO or MAIL FROM refusal repeated for every later
-	// request of the message (Postfix's smtpd_delay_reject asks the policy
-	// at RCPT, where a HELO or sender refusal refuses each recipient).
+	// sticky is a MAIL FROM refusal repeated for every later request of
+	// the message (Postfix's smtpd_delay_reject asks the policy at RCPT,
+	// where a sender refusal refuses each recipient).
 	sticky *rules.Verdict
 	// tagsQueued is set once the message's tag headers were taken from
 	// the engine; pending holds those not yet prepended.

@@ -83,6 +83,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return ErrServerClosed
 	}
+	ln = listen.Allow(ln, s.allowed, func(ip netip.Addr) {
+		s.log.Warn("policy client not allowed by [server] allow; closing", slog.String("peer", ip.String()))
+	})
 	s.mu.Lock()
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
@@ -109,13 +112,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("policy: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
-		if ip, ok := listen.PeerIP(nc); ok {
-			if _, allowed := s.engine.Config().Server.Allow.Match(ip, ""); !allowed {
-				s.log.Warn("policy client not allowed by [server] allow; closing", slog.String("peer", ip.String()))
-				nc.Close()
-				continue
-			}
-		}
 		c := &conn{srv: s, nc: nc, peer: nc.RemoteAddr().String()}
 		if !s.track(c) {
 			nc.Close()
@@ -123,6 +119,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go c.serve()
 	}
+}
+
+// allowed applies [server] allow, as configured now.
+func (s *Server) allowed(ip netip.Addr) bool {
+	_, ok := s.engine.Config().Server.Allow.Match(ip, "")
+	return ok
 }
 
 func isTemporary(err error) bool {
@@ -369,11 +371,9 @@ func (in *instance) helo(ctx context.Context, e *rules.Engine, req *Request, cmd
 		}
 	}
 	in.heloDone = true
-	v := e.Helo(ctx, in.sess, cmd, req.HeloName)
-	if v.Action.Refuses() && v.Stage != rules.StageConnect {
-		in.sticky = &v
-	}
-	return v
+	// A refused HELO is remembered by the engine session and repeated at
+	// every later request of the message.
+	return e.Helo(ctx, in.sess, cmd, req.HeloName)
 }
 
 // mail runs the MAIL FROM stage once per message.

@@ -91,6 +91,9 @@ func commandWarnings(cfg *Config) []string {
 				out = append(out, "commands.deny: the policy protocol never sees "+c+"; "+mtaHint(c))
 			}
 		}
+		if len(cfg.Server.Milter) > 0 && (c == "EHLO" || c == "HELO") && !cmds["EHLO"] != !cmds["HELO"] {
+			out = append(out, "commands.deny lists "+c+" but not the other greeting: the milter protocol does not tell HELO from EHLO, and the milter checks every greeting as HELO")
+		}
 		if len(cfg.Server.Milter) > 0 && !milterCommands[c] {
 			if hint, known := mtaCommands[c]; known {
 				out = append(out, "commands.deny: the milter protocol never sees "+c+" (the MTA answers it itself); use "+hint)

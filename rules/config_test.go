@@ -86,6 +86,19 @@ func TestLoadFull(t *testing.T) {
 	is.True(containsSubstring(cfg.Warnings, "smtpd_etrn_restrictions = reject"))
 }
 
+func TestMilterGreetingWarning(t *testing.T) {
+	is := is.New(t)
+	cfg, err := Parse("", "[commands]\ndeny = [\"EHLO\"]")
+	is.NoErr(err)
+	is.True(containsSubstring(cfg.Warnings, "does not tell HELO from EHLO"))
+	cfg, err = Parse("", "[commands]\ndeny = [\"EHLO\", \"HELO\"]")
+	is.NoErr(err)
+	is.True(!containsSubstring(cfg.Warnings, "does not tell HELO from EHLO"))
+	cfg, err = Parse("", "[server]\nmilter = []\n[commands]\ndeny = [\"EHLO\"]")
+	is.NoErr(err)
+	is.True(!containsSubstring(cfg.Warnings, "does not tell HELO from EHLO")) // no milter: no warning
+}
+
 func containsSubstring(list []string, sub string) bool {
 	for _, s := range list {
 		if strings.Contains(s, sub) {

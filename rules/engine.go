@@ -120,6 +120,15 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 		}
 		return true
 	}
+	if s.heloRefusal != nil && v.Stage != StageHelo {
+		stage := v.Stage
+		*v = *s.heloRefusal
+		v.Trace = nil
+		if s.Trace {
+			v.trace(s, ControlHelo, "reject", "HELO/EHLO refused earlier, at "+stage.String()+": "+s.heloRefusal.Reason)
+		}
+		return true
+	}
 	if cmd != "" {
 		if !cfg.Commands.Permitted(cmd) {
 			e.counters.control(ControlCommands)

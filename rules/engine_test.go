@@ -502,3 +502,19 @@ func TestDNSCountersHistogramAndSuspension(t *testing.T) {
 	is.True(s.DNSLatency.Sum > 62 && s.DNSLatency.Sum < 63)
 	is.Equal(s.Suspended, []string{"bad.test"})
 }
+
+func TestRefusedHeloSticksUntilAGoodOne(t *testing.T) {
+	is := is.New(t)
+	e, _ := newTestEngine(t, "[helo]\ndeny = [\"localhost\"]")
+	ctx := context.Background()
+	s := NewSession(mustAddr("192.0.2.1"), "")
+	is.Equal(e.Helo(ctx, s, "EHLO", "localhost").Code, 550)
+	v := e.Mail(ctx, s, "a@example.com") // the client ignores the refusal
+	is.Equal(v.Code, 550)
+	is.Equal(v.Control, ControlHelo)
+	is.Equal(e.Rcpt(ctx, s, "b@domino.test").Control, ControlHelo)
+	is.Equal(e.Helo(ctx, s, "EHLO", "mail.example.com").Action, ActionAccept) // a good EHLO clears it
+	is.Equal(e.Mail(ctx, s, "a@example.com").Action, ActionAccept)
+	s.AuthUser = "user"
+	is.Equal(e.Helo(ctx, s, "EHLO", "localhost").Action, ActionAccept) // exempt once authenticated
+}

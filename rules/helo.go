@@ -16,10 +16,12 @@ func (e *Engine) Helo(ctx context.Context, s *Session, cmd, helo string) Verdict
 		cmd = "HELO"
 	}
 	s.Helo = strings.TrimSpace(helo)
-	if e.gate(ctx, cfg, s, strings.ToUpper(cmd), &v) {
-		return e.finish(s, v)
+	s.heloRefusal = nil // a new HELO/EHLO is judged afresh
+	if !e.gate(ctx, cfg, s, strings.ToUpper(cmd), &v) && e.checkHelo(cfg, s, &v) {
+		refusal := v
+		refusal.Trace = nil
+		s.heloRefusal = &refusal
 	}
-	e.checkHelo(cfg, s, &v)
 	return e.finish(s, v)
 }
 

@@ -31,6 +31,10 @@ type Session struct {
 	Trace bool
 
 	connect ConnectResult
+	// heloRefusal is the refusal of the last HELO/EHLO, repeated at every
+	// later command until a HELO/EHLO passes: a client cannot shrug off a
+	// refused HELO by sending MAIL FROM anyway.
+	heloRefusal *Verdict
 }
 
 // NewSession starts a session for a client. ip is normalized (an

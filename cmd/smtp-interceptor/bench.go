@@ -13,14 +13,18 @@ import (
 // runBench dispatches the load generators.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: smtp-interceptor bench policy --addr A [-c CONNS] [-n REQUESTS] [--hit SHARE]")
+		fmt.Fprintln(stderr, "usage: smtp-interceptor bench policy|milter --addr A [-c CONNS] [-n COUNT] [--hit SHARE]\n       smtp-interceptor bench null-policy|null-milter --listen A")
 		return exitUsage
 	}
 	switch args[0] {
 	case "policy":
 		return runBenchPolicy(ctx, args[1:], stdout, stderr)
+	case "milter":
+		return runBenchMilter(ctx, args[1:], stdout, stderr)
+	case "null-policy", "null-milter":
+		return runBenchNull(ctx, args[0], args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "bench: unknown target %q (want policy)\n", args[0])
+	fmt.Fprintf(stderr, "bench: unknown target %q (want policy, milter, null-policy or null-milter)\n", args[0])
 	return exitUsage
 }
 

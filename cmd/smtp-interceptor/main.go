@@ -6,7 +6,7 @@
 //
 //	smtp-interceptor serve   [-c FILE]
 //	smtp-interceptor check   [-c FILE]
-//	smtp-interceptor bench   policy --addr A [-c CONNS] [-n REQUESTS] [--hit SHARE]
+//	smtp-interceptor bench   policy|milter --addr A [-c CONNS] [-n COUNT] [--hit SHARE]
 //	smtp-interceptor explain [-c FILE] --ip A [--name H] [--helo H] [--from S] [--rcpt R]... [--json]
 package main
 
@@ -29,10 +29,10 @@ const (
 const usage = `usage: smtp-interceptor <command> [flags]
 
 commands:
-  serve    run the policy server
+  serve    run the policy and milter servers
   check    validate a configuration and summarize it
   explain  run one simulated session and show every decision
-  bench    drive a policy server with load and measure it
+  bench    drive a policy server or a milter with load and measure it
 
 Run "smtp-interceptor <command> -h" for a command's flags.
 `

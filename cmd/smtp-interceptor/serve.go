@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/smtp-interceptor/smtp-interceptor/internal/listen"
+	"github.com/smtp-interceptor/smtp-interceptor/milter"
 	"github.com/smtp-interceptor/smtp-interceptor/policy"
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
 	"github.com/smtp-interceptor/smtp-interceptor/rules/dnsclient"
@@ -21,7 +22,7 @@ import (
 // SIGTERM before it closes what is left.
 const drainTimeout = 15 * time.Second
 
-// runServe runs the servers until ctx is cancelled (SIGTERM, SIGINT), then
+// runServe runs the policy and milter servers until ctx is cancelled (SIGTERM, SIGINT), then
 // drains in-flight requests and returns 0.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -73,13 +74,27 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 			ln.Close()
 		}
 	}
-	for _, addr := range cfg.Server.Policy {
-		ln, err := listen.Listen(addr, cfg.Server.SocketMode)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("policy listener: %w", err)
+	openAll := func(kind string, addrs []string) ([]net.Listener, error) {
+		var out []net.Listener
+		for _, addr := range addrs {
+			ln, err := listen.Listen(addr, cfg.Server.SocketMode)
+			if err != nil {
+				return nil, fmt.Errorf("%s listener: %w", kind, err)
+			}
+			lns = append(lns, ln)
+			out = append(out, ln)
 		}
-		lns = append(lns, ln)
+		return out, nil
+	}
+	policyLns, err := openAll("policy", cfg.Server.Policy)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	milterLns, err := openAll("milter", cfg.Server.Milter)
+	if err != nil {
+		closeAll()
+		return err
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -93,11 +108,20 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 	}
 
 	psrv := policy.New(engine, policy.Options{Logger: log})
+	msrv := milter.New(engine, milter.Options{Logger: log})
 	errc := make(chan error, len(lns))
-	for _, ln := range lns {
+	for _, ln := range policyLns {
 		log.Info("policy server listening", slog.String("addr", ln.Addr().String()))
 		wg.Go(func() {
 			if err := psrv.Serve(ln); err != nil && !errors.Is(err, policy.ErrServerClosed) {
+				errc <- err
+			}
+		})
+	}
+	for _, ln := range milterLns {
+		log.Info("milter listening", slog.String("addr", ln.Addr().String()))
+		wg.Go(func() {
+			if err := msrv.Serve(ln); err != nil && !errors.Is(err, milter.ErrServerClosed) {
 				errc <- err
 			}
 		})
@@ -112,9 +136,19 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 	cancel()
 	dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer dcancel()
-	if err := psrv.Shutdown(dctx); err != nil {
-		log.Warn("drain timed out; closed the remaining connections", slog.Any("error", err))
-	}
+	var drain sync.WaitGroup
+	drain.Go(func() {
+		if err := psrv.Shutdown(dctx); err != nil {
+			log.Warn("policy drain timed out; closed the remaining connections", slog.Any("error", err))
+		}
+	})
+	drain.Go(func() {
+		// Each MTA connection ends with its SMTP session.
+		if err := msrv.Shutdown(dctx); err != nil {
+			log.Warn("milter drain timed out; closed the remaining connections", slog.Any("error", err))
+		}
+	})
+	drain.Wait()
 	wg.Wait()
 	log.Info("stopped")
 	return failed

@@ -150,3 +150,68 @@ func TestBenchPolicy(t *testing.T) {
 	is.True(strings.Contains(stdout, "DUNNO"))
 	is.True(!strings.Contains(stdout, "errors"))
 }
+
+func TestServeMilterAndBench(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	msock := filepath.Join(dir, "milter.sock")
+	psock := filepath.Join(dir, "policy.sock")
+	cfg := filepath.Join(dir, "c.toml")
+	is.NoErr(os.WriteFile(cfg, []byte(fmt.Sprintf(`[server]
+policy = ["unix:%s"]
+milter = ["unix:%s"]
+metrics = ""
+socket_mode = "0600"
+[dns]
+resolver = "127.0.0.1:1"
+[private_blacklist]
+enabled = true
+hosts = ["203.0.113.0/24"]
+action = "reject"
+`, psock, msock)), 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	waitFor(t, "both sockets", func() bool {
+		_, e1 := os.Stat(msock)
+		_, e2 := os.Stat(psock)
+		return e1 == nil && e2 == nil
+	})
+	fi, err := os.Stat(msock)
+	is.NoErr(err)
+	is.Equal(fi.Mode().Perm(), os.FileMode(0o600)) // socket_mode
+
+	code, stdout, stderr := runCmd("bench", "milter", "--addr", "unix:"+msock, "-c", "4", "-n", "200", "--hit", "0.5")
+	t.Log(stdout, stderr)
+	is.Equal(code, 0)
+	is.True(strings.Contains(stdout, "200 transactions in"))
+	is.True(strings.Contains(stdout, "transactions/s"))
+	is.True(strings.Contains(stdout, "550 5.7.1")) // the blacklisted clients
+	is.True(strings.Contains(stdout, "accept"))
+	is.True(!strings.Contains(stdout, "errors"))
+	cancel()
+	is.Equal(<-done, 0)
+}
+
+func TestBenchNullServers(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	for _, kind := range []string{"policy", "milter"} {
+		sock := filepath.Join(dir, kind+".sock")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"bench", "null-" + kind, "--listen", "unix:" + sock}, &bytes.Buffer{}, &bytes.Buffer{})
+		}()
+		waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+		code, stdout, _ := runCmd("bench", kind, "--addr", "unix:"+sock, "-c", "2", "-n", "100")
+		is.Equal(code, 0)
+		if kind == "policy" {
+			is.True(strings.Contains(stdout, "DUNNO                                    100"))
+		} else {
+			is.True(strings.Contains(stdout, "accept                                   100"))
+		}
+		cancel()
+		is.Equal(<-done, 0)
+	}
+}

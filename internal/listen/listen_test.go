@@ -2,9 +2,11 @@ package listen
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/matryer/is"
@@ -62,4 +64,34 @@ func TestListenUnix(t *testing.T) {
 	_, err = Listen("unix:"+plain, 0o600)
 	is.True(err != nil)
 	is.True(strings.Contains(err.Error(), "not a socket"))
+}
+
+func TestAllow(t *testing.T) {
+	is := is.New(t)
+	inner, err := Listen("127.0.0.1:0", 0o660)
+	is.NoErr(err)
+	var admit atomic.Bool
+	deniedPeers := make(chan string, 4)
+	ln := Allow(inner, func(netip.Addr) bool { return admit.Load() }, func(ip netip.Addr) { deniedPeers <- ip.String() })
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c1, err := net.Dial("tcp", inner.Addr().String())
+	is.NoErr(err)
+	defer c1.Close()
+	is.Equal(<-deniedPeers, "127.0.0.1") // refused and reported
+	_, err = c1.Read(make([]byte, 1))
+	is.True(err != nil) // closed by the listener
+	admit.Store(true)   // a reload that allows the peer
+	c2, err := net.Dial("tcp", inner.Addr().String())
+	is.NoErr(err)
+	defer c2.Close()
+	c := <-accepted
+	defer c.Close()
+	is.Equal(c.RemoteAddr().String(), c2.LocalAddr().String())
 }

@@ -1,0 +1,112 @@
+// Package milter serves the rules engine over the milter protocol (version
+// 6, as Postfix 3.7+ and Sendmail 8.14+ speak it) with the raw server of
+// github.com/d--j/go-milter. The package only translates: it fills a
+// rules.Session from the callbacks and macros, calls the engine stage of
+// each callback, and turns the verdict into a milter response; at end of
+// message it adds the tag headers and removes forged copies.
+package milter
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/listen"
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = gomilter.ErrServerClosed
+
+// Macros the engine needs, requested at negotiation (MILTER_README:
+// "Milter macros"). When the MTA does not send one, the callback arguments
+// stand in for it.
+const (
+	macroClientAddr = "{client_addr}"
+	macroClientName = "{client_name}" // verified name, "unknown" when none (Postfix)
+	macroClientPtr  = "{client_ptr}"  // unverified reverse name
+	macroQueueID    = "i"
+	macroAuthAuthen = "{auth_authen}"
+)
+
+// Actions and protocol steps negotiated: add and change (delete) headers;
+// no body; no replies to header events. Everything else is used.
+const (
+	actions  = gomilter.OptAddHeader | gomilter.OptChangeHeader
+	protocol = gomilter.OptNoBody | gomilter.OptNoHeaderReply | gomilter.OptNoEOH
+)
+
+// Options tune a Server; every field may be left zero.
+type Options struct {
+	// Logger receives connection and macro logs; nil discards them.
+	Logger *slog.Logger
+	// WriteTimeout bounds each write to the MTA (default 10s).
+	WriteTimeout time.Duration
+}
+
+// Server is a milter server. Serve may be called on several listeners at
+// once; Shutdown stops them all.
+type Server struct {
+	engine *rules.Engine
+	log    *slog.Logger
+	srv    *gomilter.Server
+}
+
+// New returns a milter server answering with engine's verdicts.
+func New(engine *rules.Engine, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	s := &Server{engine: engine, log: opts.Logger}
+	s.srv = gomilter.NewServer(append(NegotiationOptions(engine.Config().Server.IdleTimeout),
+		gomilter.WithMilter(func() gomilter.Milter { return newSession(s) }),
+		gomilter.WithWriteTimeout(opts.WriteTimeout),
+	)...)
+	return s
+}
+
+// NegotiationOptions are the go-milter server options that set what the
+// milter negotiates with the MTA: its actions, protocol steps and macros,
+// and readTimeout, the longest wait between two callbacks of one SMTP
+// session. The do-nothing milter of "bench null-milter" uses them too, so
+// the two are measured on equal terms.
+func NegotiationOptions(readTimeout time.Duration) []gomilter.Option {
+	return []gomilter.Option{
+		gomilter.WithActions(actions),
+		gomilter.WithProtocols(protocol),
+		gomilter.WithMacroRequest(gomilter.StageConnect, []string{macroClientAddr, macroClientName, macroClientPtr}),
+		gomilter.WithMacroRequest(gomilter.StageMail, []string{macroQueueID, macroAuthAuthen}),
+		gomilter.WithMacroRequest(gomilter.StageEOM, []string{macroQueueID}),
+		gomilter.WithReadTimeout(readTimeout),
+	}
+}
+
+// Serve accepts MTA connections on ln until Shutdown. TCP peers outside
+// [server] allow are logged and closed.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(listen.Allow(ln, s.allowed, func(ip netip.Addr) {
+		s.log.Warn("milter client not allowed by [server] allow; closing", slog.String("peer", ip.String()))
+	}))
+}
+
+func (s *Server) allowed(ip netip.Addr) bool {
+	_, ok := s.engine.Config().Server.Allow.Match(ip, "")
+	return ok
+}
+
+// Shutdown stops accepting and waits for the MTA connections to end (each
+// ends when its SMTP session does) or for ctx, then closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	return err
+}
