@@ -37,6 +37,9 @@ func newSession(s *Server) *session { return &session{srv: s} }
 // NewConnection starts (or, when the MTA reuses the connection, restarts)
 // the SMTP session.
 func (m *session) NewConnection(mod gomilter.Modifier) error {
+	if m.sess != nil {
+		m.srv.engine.EndMessage(m.sess)
+	}
 	m.sess, m.id = nil, mod.MilterId()
 	m.resetMessage()
 	return nil
@@ -186,6 +189,7 @@ func (m *session) EndOfMessage(mod gomilter.Modifier) (*gomilter.Response, error
 			return nil, err
 		}
 	}
+	m.srv.engine.EndMessage(m.sess) // the session log's record
 	m.resetMessage()
 	return gomilter.RespAccept, nil
 }
@@ -227,10 +231,22 @@ func printable(s string) string {
 	}, s)
 }
 
-// Abort forgets the current message; the connection's state stays.
+// Abort ends the current message (recording a refused one); the
+// connection's state stays.
 func (m *session) Abort(mod gomilter.Modifier) error {
+	if m.sess != nil {
+		m.srv.engine.EndMessage(m.sess)
+	}
 	m.resetMessage()
 	return nil
+}
+
+// Cleanup ends the session: a session refused before it sent a message is
+// recorded now.
+func (m *session) Cleanup(mod gomilter.Modifier) {
+	if m.sess != nil {
+		m.srv.engine.EndMessage(m.sess)
+	}
 }
 
 // Unknown runs the command controls for a command the MTA does not know.

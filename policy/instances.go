@@ -72,8 +72,9 @@ func newInstanceTable(max int, ttl time.Duration, now func() time.Time) *instanc
 }
 
 // get returns the instance for key, creating it when new. Expired and
-// excess instances are dropped, oldest first.
-func (t *instanceTable) get(key string) *instance {
+// excess instances are dropped, oldest first, and returned so the caller
+// can end their messages.
+func (t *instanceTable) get(key string) (in *instance, evicted []*instance) {
 	sh := &t.shards[maphash.String(t.seed, key)%uint64(len(t.shards))]
 	now := t.now()
 	sh.mu.Lock()
@@ -82,10 +83,11 @@ func (t *instanceTable) get(key string) *instance {
 		if now.Sub(in.lastUsed) < t.ttl {
 			in.lastUsed = now
 			sh.lru.MoveToFront(in.elem)
-			return in
+			return in, nil
 		}
 		sh.lru.Remove(in.elem) // expired: the message is long gone
 		delete(sh.m, key)
+		evicted = append(evicted, in)
 	}
 	for sh.lru.Len() > 0 {
 		oldest := sh.lru.Back().Value.(*instance)
@@ -94,11 +96,28 @@ func (t *instanceTable) get(key string) *instance {
 		}
 		sh.lru.Remove(oldest.elem)
 		delete(sh.m, oldest.key)
+		evicted = append(evicted, oldest)
 	}
-	in := &instance{key: key, lastUsed: now}
+	in = &instance{key: key, lastUsed: now}
 	in.elem = sh.lru.PushFront(in)
 	sh.m[key] = in
-	return in
+	return in, evicted
+}
+
+// drain empties the table and returns what it held.
+func (t *instanceTable) drain() []*instance {
+	var out []*instance
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for _, in := range sh.m {
+			out = append(out, in)
+		}
+		sh.m = make(map[string]*instance)
+		sh.lru.Init()
+		sh.mu.Unlock()
+	}
+	return out
 }
 
 // len returns the number of instances held.

@@ -166,9 +166,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
@@ -176,8 +176,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	// Record the messages still held.
+	for _, in := range s.instances.drain() {
+		s.endInstance(in)
+	}
+	return err
 }
 
 // conn is one policy client connection.
@@ -191,6 +196,11 @@ type conn struct {
 	// local holds the message state of clients that send no instance
 	// attribute: it lives as long as the connection.
 	local *instance
+	// last is the instance of the previous request: when the next request
+	// names another, that message is over (an smtpd process handles one
+	// SMTP session at a time). A closed connection ends nothing: Postfix
+	// may carry on with the same message on a new connection.
+	last *instance
 }
 
 // interruptIdle makes a connection waiting for its next request return at
@@ -264,6 +274,12 @@ func (c *conn) readFailed(err error) {
 func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	ctx := context.Background()
 	in := c.instanceFor(s, req)
+	if c.last != in {
+		if c.last != c.local {
+			s.endInstance(c.last)
+		}
+		c.last = in
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.sess != nil && in.client != req.ClientAddress {
@@ -286,49 +302,50 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	}
 	e := s.engine
 
-	if in.sticky != nil && !e.Exempt(sess) {
-		return *in.sticky, nil
-	}
-	var v rules.Verdict
 	state := req.ProtocolState
+	var v rules.Verdict
 	switch state {
 	case "CONNECT":
-		v = e.Connect(ctx, sess)
-		return v, nil
-	case "EHLO", "HELO":
-		v = in.helo(ctx, e, req, state)
-		return v, nil
-	case "MAIL":
-		if v = in.helo(ctx, e, req, ""); v.Action.Refuses() {
-			return v, nil
-		}
-		return in.mail(ctx, e, req), nil
-	case "RCPT":
-		if v = in.helo(ctx, e, req, ""); v.Action.Refuses() {
-			return v, nil
-		}
-		if v = in.mail(ctx, e, req); v.Action.Refuses() {
-			return v, nil
-		}
-		v = e.Rcpt(ctx, sess, req.Recipient)
-	case "DATA":
-		if v = in.helo(ctx, e, req, ""); v.Action.Refuses() {
-			return v, nil
-		}
-		if v = in.mail(ctx, e, req); v.Action.Refuses() {
-			return v, nil
-		}
-		v = e.Data(ctx, sess)
-	case "END-OF-MESSAGE":
-		// Too late to prepend (Postfix's access(5)); only a connect-time
-		// refusal still applies.
 		return e.Connect(ctx, sess), nil
+	case "EHLO", "HELO":
+		return in.helo(ctx, e, req, state), nil
 	case "VRFY", "ETRN":
 		return e.Command(ctx, sess, state), nil
+	case "END-OF-MESSAGE":
+		// Too late to prepend (Postfix's access(5)); only a connect-time
+		// refusal still applies. The message is over.
+		v = e.Connect(ctx, sess)
+		e.EndMessage(sess)
+		return v, nil
+	case "MAIL", "RCPT", "DATA":
 	default:
 		s.log.Warn("policy request with an unknown protocol_state; answering DUNNO",
 			slog.String("peer", c.peer), slog.String("protocol_state", truncate(state, 64)))
 		return v, nil
+	}
+	// MAIL, RCPT and DATA: the stages before them run once per message
+	// (with smtpd_delay_reject, Postfix asks only at RCPT); a refusal there
+	// refuses this command too.
+	v = in.helo(ctx, e, req, "")
+	if mv := in.mail(ctx, e, req); !v.Action.Refuses() {
+		v = mv
+	}
+	if in.sticky != nil && !v.Action.Refuses() && !e.Exempt(sess) {
+		v = *in.sticky
+		v.Repeated = true
+	}
+	switch {
+	case state == "MAIL":
+		return v, nil
+	case v.Action.Refuses():
+		if state == "RCPT" {
+			sess.Refused = append(sess.Refused, req.Recipient) // for the session log
+		}
+		return v, nil
+	case state == "RCPT":
+		v = e.Rcpt(ctx, sess, req.Recipient)
+	default:
+		v = e.Data(ctx, sess)
 	}
 	if v.Action.Refuses() {
 		return v, nil
@@ -346,6 +363,20 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	return v, nil
 }
 
+// endInstance tells the engine that an instance's message is over (the
+// session log records it); it does nothing for nil or an instance already
+// ended.
+func (s *Server) endInstance(in *instance) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.sess != nil {
+		s.engine.EndMessage(in.sess)
+	}
+}
+
 // instanceFor returns the message state of a request: by its instance
 // attribute, or the connection's own when the client sends none.
 func (c *conn) instanceFor(s *Server, req *Request) *instance {
@@ -353,9 +384,16 @@ func (c *conn) instanceFor(s *Server, req *Request) *instance {
 		if c.local == nil {
 			c.local = &instance{}
 		}
+		if c.last == c.local && c.local.sess != nil && c.local.client != req.ClientAddress {
+			s.endInstance(c.local)
+		}
 		return c.local
 	}
-	return s.instances.get(req.Instance)
+	in, evicted := s.instances.get(req.Instance)
+	for _, old := range evicted {
+		s.endInstance(old) // expired or pushed out: its message is long over
+	}
+	return in
 }
 
 // helo runs the HELO stage once per message; cmd is the protocol_state
@@ -376,7 +414,8 @@ func (in *instance) helo(ctx context.Context, e *rules.Engine, req *Request, cmd
 	return e.Helo(ctx, in.sess, cmd, req.HeloName)
 }
 
-// mail runs the MAIL FROM stage once per message.
+// mail runs the MAIL FROM stage once per message; later calls return an
+// accept (a refusal is kept in in.sticky).
 func (in *instance) mail(ctx context.Context, e *rules.Engine, req *Request) rules.Verdict {
 	if in.mailDone {
 		return rules.Verdict{Stage: rules.StageMail}

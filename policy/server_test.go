@@ -256,12 +256,15 @@ func TestInstanceTableIsBounded(t *testing.T) {
 		tab.get(fmt.Sprintf("inst-%d", i))
 	}
 	is.True(tab.len() <= 64) // a flood of instances does not grow memory
-	first := tab.get("keep")
+	first, _ := tab.get("keep")
 	first.heloDone = true
-	is.True(tab.get("keep").heloDone) // still there while in use
+	again, _ := tab.get("keep")
+	is.True(again.heloDone) // still there while in use
 
 	now = now.Add(2 * time.Minute)
-	is.True(!tab.get("keep").heloDone) // expired: a fresh instance
+	fresh, evicted := tab.get("keep")
+	is.True(!fresh.heloDone)    // expired: a fresh instance
+	is.Equal(evicted[0], first) // handed back, to record its message
 	for i := range 64 {
 		tab.get(fmt.Sprintf("late-%d", i)) // expired instances are dropped as new ones come
 	}

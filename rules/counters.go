@@ -22,7 +22,27 @@ type Counters struct {
 	sites                sync.Map // siteKey -> *SiteCounters
 	suspended            sync.Map // zone -> *atomic.Bool
 	dnsLatency           Histogram
+	reloadsOK            atomic.Uint64
+	reloadsFailed        atomic.Uint64
+	expanded             expandedStats
 }
+
+// SetExpandedLimit bounds the expanded statistics table (default
+// DefaultExpandedEntries). Call it before the counters are used.
+func (c *Counters) SetExpandedLimit(n int) { c.expanded.max = n }
+
+// ConfigReload counts a configuration reload, applied or refused.
+func (c *Counters) ConfigReload(ok bool) {
+	if ok {
+		c.reloadsOK.Add(1)
+	} else {
+		c.reloadsFailed.Add(1)
+	}
+}
+
+// Expanded returns Domino's expanded statistics: hits per site per client
+// IP, busiest first.
+func (c *Counters) Expanded() []ExpandedHit { return c.expanded.snapshot() }
 
 // SiteCounters count one DNS list's outcomes.
 type SiteCounters struct {
@@ -68,8 +88,10 @@ func (c *Counters) control(ctl Control) {
 	v.(*atomic.Uint64).Add(1)
 }
 
+// verdict counts a verdict; a refusal repeated at a later command of the
+// same session (Verdict.Repeated) was counted when first given.
 func (c *Counters) verdict(v *Verdict) {
-	if v.Stage < numStages && v.Action < numActions {
+	if v.Stage < numStages && v.Action < numActions && !v.Repeated {
 		c.verdicts[v.Stage][v.Action].Add(1)
 	}
 }
@@ -151,6 +173,8 @@ type Snapshot struct {
 	// Suspended lists the DNS list zones suspended by health probes.
 	Suspended  []string          `json:"suspended"`
 	DNSLatency HistogramSnapshot `json:"dns_latency"`
+	// ConfigReloads counts reloads by result: "ok" and "error".
+	ConfigReloads map[string]uint64 `json:"config_reloads"`
 }
 
 // VerdictCount is the number of verdicts with one stage and action.
@@ -178,6 +202,7 @@ func (c *Counters) Snapshot() Snapshot {
 		DNSBLHits:            c.dnsblHits.Load(),
 		DNSWLHits:            c.dnswlHits.Load(),
 		Controls:             map[string]uint64{},
+		ConfigReloads:        map[string]uint64{"ok": c.reloadsOK.Load(), "error": c.reloadsFailed.Load()},
 	}
 	c.controls.Range(func(k, v any) bool {
 		s.Controls[string(k.(Control))] = v.(*atomic.Uint64).Load()

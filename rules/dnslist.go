@@ -163,6 +163,7 @@ func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKin
 
 	sc.Hits.Add(1)
 	e.counters.control(ctl)
+	e.counters.expanded.hit(kind, site.Zone, s.ClientIP)
 	listing := &DNSListing{Site: site.Name, Zone: site.Zone, Answers: res.listed, TXT: res.txt}
 	reason := string(kind) + " " + site.Zone + " lists " + s.ClientIP.String() + " (" + joinAddrs(res.listed) + ")"
 	if res.txt != "" {

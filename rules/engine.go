@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync/atomic"
+	"time"
 )
 
 // Engine applies the controls of a configuration to sessions. It is safe
@@ -16,6 +17,8 @@ type Engine struct {
 	dns      DNSLists
 	counters *Counters
 	log      *slog.Logger
+	obs      Observer
+	now      func() time.Time
 }
 
 // EngineOptions are an engine's collaborators; every field may be left
@@ -28,11 +31,19 @@ type EngineOptions struct {
 	// Counters receive the statistics; nil makes new ones. Passing them in
 	// lets a DNS client built before the engine report into them.
 	Counters *Counters
+	// Observer sees every verdict and every finished message (logs,
+	// metrics); nil for none.
+	Observer Observer
+	// Now is the clock of message records; nil means time.Now.
+	Now func() time.Time
 }
 
 // NewEngine returns an engine serving cfg.
 func NewEngine(cfg *Config, opts EngineOptions) *Engine {
-	e := &Engine{dns: opts.DNS, counters: opts.Counters, log: opts.Logger}
+	e := &Engine{dns: opts.DNS, counters: opts.Counters, log: opts.Logger, obs: opts.Observer, now: opts.Now}
+	if e.now == nil {
+		e.now = time.Now
+	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -124,6 +135,7 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 		stage := v.Stage
 		*v = *s.heloRefusal
 		v.Trace = nil
+		v.Repeated = true
 		if s.Trace {
 			v.trace(s, ControlHelo, "reject", "HELO/EHLO refused earlier, at "+stage.String()+": "+s.heloRefusal.Reason)
 		}
@@ -145,10 +157,19 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 	return false
 }
 
-// finish counts and logs a verdict on its way out.
+// finish counts, logs and observes a verdict on its way out.
 func (e *Engine) finish(s *Session, v Verdict) Verdict {
+	if v.Stage == StageConnect && v.Action.Refuses() {
+		v.Repeated = s.connectRefusalSent
+		s.connectRefusalSent = true
+	}
 	e.counters.verdict(&v)
-	if v.Action.Refuses() && e.log.Enabled(context.Background(), slog.LevelInfo) {
+	s.noteOutcome(&v)
+	if e.obs != nil {
+		s.updated = e.now()
+		e.obs.Verdict(s, &v)
+	}
+	if v.Action.Refuses() && !v.Repeated && e.log.Enabled(context.Background(), slog.LevelInfo) {
 		e.log.Info("refused",
 			slog.String("session", s.ID),
 			slog.String("client", s.ClientIP.String()),

@@ -15,6 +15,7 @@ func (e *Engine) Mail(ctx context.Context, s *Session, from string) Verdict {
 	v := Verdict{Stage: StageMail}
 	s.ResetMessage()
 	s.MailFrom = from
+	s.mailSeen = true
 	if e.gate(ctx, cfg, s, "MAIL", &v) {
 		return e.finish(s, v)
 	}

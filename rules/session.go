@@ -2,6 +2,7 @@ package rules
 
 import (
 	"net/netip"
+	"time"
 )
 
 // Session is the state of one SMTP session as the engine sees it. An
@@ -35,6 +36,16 @@ type Session struct {
 	// later command until a HELO/EHLO passes: a client cannot shrug off a
 	// refused HELO by sending MAIL FROM anyway.
 	heloRefusal *Verdict
+	// connectRefusalSent is set once the connect-time refusal was given;
+	// later deliveries are marked Repeated.
+	connectRefusalSent bool
+	// outcome is the verdict that best says how the current message went
+	// (see noteOutcome); mailSeen is set once MAIL FROM was given.
+	outcome    Verdict
+	hasOutcome bool
+	mailSeen   bool
+	// updated is the time of the latest verdict (kept when observed).
+	updated time.Time
 }
 
 // NewSession starts a session for a client. ip is normalized (an
@@ -57,6 +68,7 @@ func (s *Session) ResetMessage() {
 	s.MailFrom = ""
 	s.Recipients = s.Recipients[:0]
 	s.Refused = s.Refused[:0]
+	s.outcome, s.hasOutcome, s.mailSeen = Verdict{}, false, false
 }
 
 // ConnectResult is what the connect-time controls (rows 1–5 of DESIGN §3)

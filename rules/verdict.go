@@ -31,6 +31,17 @@ func (a Action) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (a *Action) UnmarshalText(b []byte) error {
+	for i, n := range actionNames {
+		if n == string(b) {
+			*a = Action(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown action %q", b)
+}
+
 // Refuses reports whether the action refuses the command (reject or tempfail).
 func (a Action) Refuses() bool { return a == ActionReject || a == ActionTempfail }
 
@@ -61,6 +72,17 @@ func (s Stage) String() string {
 
 // MarshalText implements encoding.TextMarshaler.
 func (s Stage) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Stage) UnmarshalText(b []byte) error {
+	for i, n := range stageNames {
+		if n == string(b) {
+			*s = Stage(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown stage %q", b)
+}
 
 // Control names a configured control. Its value is the configuration
 // section that sets it up.
@@ -132,6 +154,10 @@ type Verdict struct {
 	// Logged is true when a control with the log action matched: accepted,
 	// but worth a log line.
 	Logged bool
+	// Repeated is true when this refusal was already given earlier in the
+	// session (a connect-time or HELO refusal repeated at a later command),
+	// so that a log of refusals can count each once.
+	Repeated bool
 	// Reason is a short, log-safe explanation of the decision, e.g.
 	// `private blacklist entry "192.0.2.0/24"`.
 	Reason string

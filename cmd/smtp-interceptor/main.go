@@ -6,6 +6,7 @@
 //
 //	smtp-interceptor serve   [-c FILE]
 //	smtp-interceptor check   [-c FILE]
+//	smtp-interceptor stats   [-c FILE | --addr A] [--expand] [--json]
 //	smtp-interceptor bench   policy|milter --addr A [-c CONNS] [-n COUNT] [--hit SHARE]
 //	smtp-interceptor explain [-c FILE] --ip A [--name H] [--helo H] [--from S] [--rcpt R]... [--json]
 package main
@@ -32,6 +33,7 @@ commands:
   serve    run the policy and milter servers
   check    validate a configuration and summarize it
   explain  run one simulated session and show every decision
+  stats    print a running server's counters the Domino way
   bench    drive a policy server or a milter with load and measure it
 
 Run "smtp-interceptor <command> -h" for a command's flags.
@@ -53,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
+	case "stats":
+		return runStats(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "check":

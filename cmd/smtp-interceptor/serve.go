@@ -8,22 +8,31 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/smtp-interceptor/smtp-interceptor/internal/fail2ban"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/listen"
+	"github.com/smtp-interceptor/smtp-interceptor/internal/logfile"
+	"github.com/smtp-interceptor/smtp-interceptor/internal/metrics"
+	"github.com/smtp-interceptor/smtp-interceptor/internal/sessionlog"
 	"github.com/smtp-interceptor/smtp-interceptor/milter"
 	"github.com/smtp-interceptor/smtp-interceptor/policy"
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
-	"github.com/smtp-interceptor/smtp-interceptor/rules/dnsclient"
 )
 
 // drainTimeout bounds how long serve waits for in-flight requests after
 // SIGTERM before it closes what is left.
 const drainTimeout = 15 * time.Second
 
-// runServe runs the policy and milter servers until ctx is cancelled (SIGTERM, SIGINT), then
-// drains in-flight requests and returns 0.
+// runServe runs the policy and milter servers until ctx is cancelled
+// (SIGTERM, SIGINT), then drains in-flight requests and returns 0. SIGHUP
+// reloads the configuration; SIGUSR1 reopens the log files.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -39,22 +48,71 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !ok {
 		return exitUsage
 	}
-	log, _ := newLogger(stderr, cfg.Log)
+	hup, usr1 := make(chan struct{}, 1), make(chan struct{}, 1)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1)
+	defer func() {
+		signal.Stop(sigs)
+		close(sigs) // ends the forwarding goroutine
+	}()
+	go func() {
+		for sig := range sigs {
+			ch := hup
+			if sig == syscall.SIGUSR1 {
+				ch = usr1
+			}
+			select {
+			case ch <- struct{}{}:
+			default: // one pending is enough
+			}
+		}
+	}()
+	return serveWith(ctx, serveOptions{path: *path, cfg: cfg, stdout: stdout, stderr: stderr, hup: hup, usr1: usr1})
+}
+
+// serveOptions are what serve runs with; tests fill them directly.
+type serveOptions struct {
+	path           string
+	cfg            *rules.Config
+	stdout, stderr io.Writer
+	hup, usr1      <-chan struct{}
+	reloaded       chan<- error // receives each reload's result (tests)
+}
+
+func serveWith(ctx context.Context, o serveOptions) int {
+	cfg := o.cfg
+	log, level := newLogger(o.stderr, cfg.Log)
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration: " + w)
 	}
-	if err := serve(ctx, cfg, log); err != nil {
+	if err := serve(ctx, o, log, level); err != nil {
 		log.Error("serve failed", slog.Any("error", err))
-		fmt.Fprintf(stderr, "smtp-interceptor: %v\n", err)
+		fmt.Fprintf(o.stderr, "smtp-interceptor: %v\n", err)
 		return exitFail
 	}
 	return exitOK
 }
 
-// serve runs every listener of cfg until ctx is done.
-func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
+// serve runs every listener of the configuration until ctx is done.
+func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.LevelVar) error {
+	cfg := o.cfg
+	sessions, err := logfile.New(cfg.Log.Sessions, o.stdout)
+	if err != nil {
+		return fmt.Errorf("[log] sessions: %w", err)
+	}
+	defer sessions.Close()
+	f2b, err := logfile.New(cfg.Log.Fail2ban, o.stdout)
+	if err != nil {
+		return fmt.Errorf("[log] fail2ban: %w", err)
+	}
+	defer f2b.Close()
+
 	counters := new(rules.Counters)
-	opts := rules.EngineOptions{Logger: log, Counters: counters}
+	opts := rules.EngineOptions{
+		Logger:   log,
+		Counters: counters,
+		Observer: rules.Observers{sessionlog.New(sessions, log), fail2ban.New(f2b, log, nil)},
+	}
 	client, err := newDNSClient(cfg, counters, log)
 	switch {
 	case err == nil:
@@ -65,6 +123,10 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 		log.Warn("no DNS resolver; DNS lists cannot be enabled", slog.Any("error", err))
 	}
 	engine := rules.NewEngine(cfg, opts)
+	allowed := func(ip netip.Addr) bool {
+		_, ok := engine.Config().Server.Allow.Match(ip, "")
+		return ok
+	}
 
 	// Open every listener before serving any, so a bad address fails the
 	// start instead of leaving a half-running server.
@@ -96,6 +158,15 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 		closeAll()
 		return err
 	}
+	var metricsLn net.Listener
+	if cfg.Server.Metrics != "" {
+		ln, err := listen.Listen(cfg.Server.Metrics, 0)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		metricsLn = listen.Allow(ln, allowed, nil)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -106,10 +177,13 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 				func() time.Duration { return engine.Config().DNS.ProbeInterval })
 		})
 	}
+	rl := &reloader{path: o.path, engine: engine, counters: counters, log: log, level: level,
+		sessions: sessions, fail2ban: f2b, done: o.reloaded}
+	wg.Go(func() { rl.run(ctx, o.hup, o.usr1) })
 
 	psrv := policy.New(engine, policy.Options{Logger: log})
 	msrv := milter.New(engine, milter.Options{Logger: log})
-	errc := make(chan error, len(lns))
+	errc := make(chan error, len(lns)+1)
 	for _, ln := range policyLns {
 		log.Info("policy server listening", slog.String("addr", ln.Addr().String()))
 		wg.Go(func() {
@@ -126,6 +200,17 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 			}
 		})
 	}
+	var hsrv *http.Server
+	if metricsLn != nil {
+		hsrv = &http.Server{Handler: metrics.Handler(metrics.NewRegistry(counters), counters), ReadHeaderTimeout: 10 * time.Second}
+		log.Info("metrics listening", slog.String("addr", metricsLn.Addr().String()))
+		wg.Go(func() {
+			if err := hsrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		})
+	}
+
 	var failed error
 	select {
 	case <-ctx.Done():
@@ -148,10 +233,11 @@ func serve(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
 			log.Warn("milter drain timed out; closed the remaining connections", slog.Any("error", err))
 		}
 	})
+	if hsrv != nil {
+		drain.Go(func() { hsrv.Shutdown(dctx) })
+	}
 	drain.Wait()
 	wg.Wait()
 	log.Info("stopped")
 	return failed
 }
-
-var _ rules.DNSLists = (*dnsclient.Client)(nil)

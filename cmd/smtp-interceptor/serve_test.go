@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -65,20 +66,46 @@ func writeConfig(t *testing.T, extra string) (cfgPath, sock string) {
 	return cfgPath, sock
 }
 
-func policyAsk(t *testing.T, network, addr, client string) string {
+// client is a policy connection.
+type client struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialPolicy(t *testing.T, network, addr string) *client {
 	t.Helper()
 	c, err := net.DialTimeout(network, addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=%s\nclient_name=unknown\nhelo_name=x.example\nsender=a@example.com\nrecipient=b@domino.test\ninstance=t.1\n\n", client)
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+// ask sends one request and returns the reply's action.
+func (c *client) ask(req string) string {
+	c.t.Helper()
+	c.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.c.Write([]byte(req)); err != nil {
+		c.t.Fatal(err)
 	}
-	return strings.TrimSpace(line)
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.r.ReadString('\n')
+	return strings.TrimPrefix(strings.TrimSpace(line), "action=")
+}
+
+var instanceSeq atomic.Int64
+
+// policyAsk asks once, on a new connection, about a new message.
+func policyAsk(t *testing.T, network, addr, ip string) string {
+	t.Helper()
+	c := dialPolicy(t, network, addr)
+	defer c.c.Close()
+	return "action=" + c.ask(fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=%s\nclient_name=unknown\nhelo_name=x.example\nsender=a@example.com\nrecipient=b@domino.test\ninstance=t.%d\n\n", ip, instanceSeq.Add(1)))
 }
 
 func TestServe(t *testing.T) {

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/metrics"
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+// runStats prints the counters of a running server the Domino way
+// ("SMTP.DNSBL.zen.spamhaus.org.TotalHits = 35"), read from its /stats.
+func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "configuration `file` whose [server] metrics address to ask")
+	addr := fs.String("addr", "", "metrics `address` of the server (default: [server] metrics, 127.0.0.1:10062)")
+	expand := fs.Bool("expand", false, "add Domino's expanded statistics: hits per site per client IP")
+	asJSON := fs.Bool("json", false, "print the server's /stats document as it is")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "stats: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	target := *addr
+	if target == "" {
+		cfg, ok := loadConfig(*path, stderr)
+		if !ok {
+			return exitUsage
+		}
+		if target = cfg.Server.Metrics; target == "" {
+			fmt.Fprintln(stderr, "stats: [server] metrics is off; give --addr")
+			return exitUsage
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+target+"/stats", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "stats: %v\n", err)
+		return exitUsage
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "stats: ask %s: %v\n", target, err)
+		return exitFail
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "stats: %s answered %s\n", target, resp.Status)
+		return exitFail
+	}
+	var st metrics.Stats
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err == nil {
+		err = json.Unmarshal(body, &st)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "stats: read %s: %v\n", target, err)
+		return exitFail
+	}
+	if *asJSON {
+		stdout.Write(body)
+		return exitOK
+	}
+	printStats(stdout, &st, *expand)
+	return exitOK
+}
+
+// printStats writes Domino's statistic names, then smtp-interceptor's own
+// under SMTPInterceptor.
+func printStats(w io.Writer, st *metrics.Stats, expand bool) {
+	p := func(name string, v uint64) { fmt.Fprintf(w, "%s = %d\n", name, v) }
+	p("SMTP.PrivateWL.TotalHits", st.WhitelistHits)
+	p("SMTP.PrivateBL.TotalHits", st.PrivateBlacklistHits)
+	for _, kind := range []rules.ListKind{rules.DNSBL, rules.DNSWL} {
+		total := st.DNSBLHits
+		if kind == rules.DNSWL {
+			total = st.DNSWLHits
+		}
+		p("SMTP."+string(kind)+".TotalHits", total)
+		for _, s := range st.Sites {
+			if s.Kind == kind {
+				p("SMTP."+string(kind)+"."+s.Site+".TotalHits", s.Hits)
+			}
+		}
+		if expand {
+			for _, x := range st.Expanded {
+				if x.Kind == kind {
+					p("SMTP."+string(kind)+"."+x.Site+"."+x.IP+".Hits", x.Hits)
+				}
+			}
+		}
+	}
+	p("SMTPInterceptor.Blacklist.TotalHits", st.BlacklistHits)
+	for _, s := range st.Sites {
+		p("SMTPInterceptor."+string(s.Kind)+"."+s.Site+".Lookups", s.Queries)
+		p("SMTPInterceptor."+string(s.Kind)+"."+s.Site+".Errors", s.Errors)
+	}
+	for _, z := range st.Suspended {
+		fmt.Fprintf(w, "SMTPInterceptor.DNSList.%s.Suspended = 1\n", z)
+	}
+	for _, v := range st.Verdicts {
+		p("SMTPInterceptor.Verdicts."+v.Stage.String()+"."+v.Action.String(), v.Count)
+	}
+	p("SMTPInterceptor.ConfigReloads.ok", st.ConfigReloads["ok"])
+	p("SMTPInterceptor.ConfigReloads.error", st.ConfigReloads["error"])
+}

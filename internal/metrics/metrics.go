@@ -1,0 +1,124 @@
+// Package metrics exposes the engine's counters to Prometheus (with
+// client_golang) at /metrics, each help text naming the HCL Domino
+// statistic it stands for, and Domino's expanded per-IP statistics as
+// JSON at /stats (never as Prometheus labels: one series per client IP
+// would explode in cardinality).
+package metrics
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+const ns = "smtp_interceptor"
+
+// Collector reads rules.Counters at scrape time, so the hot path keeps
+// counting with plain atomics and nothing is counted twice.
+type Collector struct {
+	counters *rules.Counters
+
+	privateWL, privateBL, blacklist *prometheus.Desc
+	dnsblHits, dnswlHits, dnsErrors *prometheus.Desc
+	dnsQueries, suspended, verdicts *prometheus.Desc
+	latency, reloads                *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector returns a collector over counters.
+func NewCollector(counters *rules.Counters) *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(ns+"_"+name, help, labels, nil)
+	}
+	return &Collector{
+		counters:   counters,
+		privateWL:  d("privatewl_hits_total", "Clients found in [whitelist] (Domino: SMTP.PrivateWL.TotalHits)."),
+		privateBL:  d("privatebl_hits_total", "Clients found in [private_blacklist] (Domino: SMTP.PrivateBL.TotalHits)."),
+		blacklist:  d("blacklist_hits_total", "Clients found in [blacklist] and refused (Domino: connections denied by the Configuration Settings' deny list)."),
+		dnsblHits:  d("dnsbl_hits_total", "Clients listed by a DNS blacklist, per site (Domino: SMTP.DNSBL.TotalHits and SMTP.DNSBL.<site>.TotalHits).", "site"),
+		dnswlHits:  d("dnswl_hits_total", "Clients listed by a DNS whitelist, per site (Domino: SMTP.DNSWL.TotalHits and SMTP.DNSWL.<site>.TotalHits).", "site"),
+		dnsErrors:  d("dns_errors_total", "DNS list lookups that failed or returned an error code or an answer outside the site's filter, per site (no Domino statistic).", "site"),
+		dnsQueries: d("dns_lookups_total", "DNS list lookups, per site and kind (dnsbl, dnswl).", "site", "kind"),
+		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended by its RFC 5782 health probe.", "site"),
+		verdicts:   d("verdicts_total", "Verdicts by SMTP stage and action (accept, tag, reject, tempfail); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action"),
+		latency:    d("dns_query_duration_seconds", "Latency of DNS list queries sent to the resolver (cache misses)."),
+		reloads:    d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
+		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.counters.Snapshot()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.privateWL, s.WhitelistHits)
+	counter(c.privateBL, s.PrivateBlacklistHits)
+	counter(c.blacklist, s.BlacklistHits)
+	for _, site := range s.Sites {
+		hits := c.dnsblHits
+		kind := "dnsbl"
+		if site.Kind == rules.DNSWL {
+			hits, kind = c.dnswlHits, "dnswl"
+		}
+		counter(hits, site.Hits, site.Site)
+		counter(c.dnsQueries, site.Queries, site.Site, kind)
+		counter(c.dnsErrors, site.Errors, site.Site)
+	}
+	for _, z := range s.Suspended {
+		ch <- prometheus.MustNewConstMetric(c.suspended, prometheus.GaugeValue, 1, z)
+	}
+	for _, v := range s.Verdicts {
+		counter(c.verdicts, v.Count, v.Stage.String(), v.Action.String())
+	}
+	buckets := make(map[float64]uint64, len(rules.DNSLatencyBuckets))
+	for i, le := range rules.DNSLatencyBuckets {
+		buckets[le] = s.DNSLatency.Buckets[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(c.latency, s.DNSLatency.Count, s.DNSLatency.Sum, buckets)
+	for _, r := range []string{"ok", "error"} {
+		counter(c.reloads, s.ConfigReloads[r], r)
+	}
+}
+
+// NewRegistry returns a registry with the engine's collector and the Go
+// and process collectors.
+func NewRegistry(counters *rules.Counters) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(counters),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Stats is the document /stats serves and the stats command reads.
+type Stats struct {
+	rules.Snapshot
+	// Expanded are the hits per site per client IP, busiest first.
+	Expanded []rules.ExpandedHit `json:"expanded"`
+}
+
+// Handler serves /metrics from reg and /stats from counters.
+func Handler(reg *prometheus.Registry, counters *rules.Counters) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(Stats{Snapshot: counters.Snapshot(), Expanded: counters.Expanded()})
+	})
+	return mux
+}

@@ -1,0 +1,44 @@
+// Package sessionlog writes the session log ([log] sessions): one JSON
+// document a line for every message and every refused session, as the
+// engine records them. encoding/json escapes every control character, so
+// no value a client sent can break a line.
+package sessionlog
+
+import (
+	"encoding/json"
+	"log/slog"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/logfile"
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+// Observer writes message records to a log file.
+type Observer struct {
+	out *logfile.File
+	log *slog.Logger
+}
+
+var _ rules.Observer = (*Observer)(nil)
+
+// New returns an observer writing to out; write errors go to log.
+func New(out *logfile.File, log *slog.Logger) *Observer {
+	return &Observer{out: out, log: log}
+}
+
+// Verdict implements rules.Observer; the session log keeps messages only.
+func (o *Observer) Verdict(*rules.Session, *rules.Verdict) {}
+
+// Message writes one record.
+func (o *Observer) Message(r *rules.MessageRecord) {
+	if !o.out.Enabled() {
+		return
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		o.log.Error("session log: encode record", slog.Any("error", err))
+		return
+	}
+	if _, err := o.out.Write(append(b, '\n')); err != nil {
+		o.log.Error("session log: write", slog.Any("error", err))
+	}
+}

@@ -1,0 +1,142 @@
+package rules
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Observer watches the engine's decisions: the session log, the fail2ban
+// log and the metrics are observers. An observer never changes a verdict.
+// Implementations must be safe for concurrent use and quick: they run on
+// the request path.
+type Observer interface {
+	// Verdict is called for every verdict, after it was counted.
+	Verdict(s *Session, v *Verdict)
+	// Message is called once per message, and once per session refused
+	// before it sent one (see Engine.EndMessage).
+	Message(r *MessageRecord)
+}
+
+// Observers fans events out to several observers.
+type Observers []Observer
+
+// Verdict implements Observer.
+func (o Observers) Verdict(s *Session, v *Verdict) {
+	for _, x := range o {
+		x.Verdict(s, v)
+	}
+}
+
+// Message implements Observer.
+func (o Observers) Message(r *MessageRecord) {
+	for _, x := range o {
+		x.Message(r)
+	}
+}
+
+// MessageRecord is what the session log keeps of one message or refused
+// session. It holds what the client sent in the envelope and what the
+// engine decided; never a header value beyond the tags, never a body.
+type MessageRecord struct {
+	// Time is when the last decision about the message was made.
+	Time          time.Time   `json:"time"`
+	Session       string      `json:"session"`
+	ClientIP      string      `json:"client_ip"`
+	ClientName    string      `json:"client_name,omitempty"`
+	Helo          string      `json:"helo,omitempty"`
+	AuthUser      string      `json:"auth_user,omitempty"`
+	MailFrom      *string     `json:"mail_from,omitempty"`
+	Recipients    []string    `json:"recipients"`
+	Refused       []string    `json:"refused_recipients,omitempty"`
+	Stage         Stage       `json:"stage"`
+	Action        Action      `json:"action"`
+	Code          int         `json:"code,omitempty"`
+	EnhancedCode  string      `json:"enhanced_code,omitempty"`
+	Text          string      `json:"text,omitempty"`
+	Control       Control     `json:"control,omitempty"`
+	Reason        string      `json:"reason,omitempty"`
+	Tags          []Header    `json:"tags,omitempty"`
+	DNSLists      []DNSRecord `json:"dns_lists,omitempty"`
+	DNSListErrors []string    `json:"dns_list_errors,omitempty"`
+}
+
+// DNSRecord is a DNS list answer in a MessageRecord.
+type DNSRecord struct {
+	Kind    ListKind     `json:"kind"`
+	Site    string       `json:"site"`
+	Answers []netip.Addr `json:"answers"`
+	TXT     string       `json:"txt,omitempty"`
+	Action  string       `json:"action"`
+}
+
+// noteOutcome keeps the verdict that best says how the message went: the
+// first refusal, or else the latest tag.
+func (s *Session) noteOutcome(v *Verdict) {
+	if s.outcome.Action.Refuses() || !v.Action.Refuses() && v.Action != ActionTag {
+		return
+	}
+	s.outcome = *v
+	s.outcome.Trace = nil
+	s.hasOutcome = true
+}
+
+// EndMessage tells the observers that a message, or a session refused
+// before it sent one, is over; the adapters call it when the MTA ends a
+// transaction (end of message, abort, a new message, the connection's
+// end). It records nothing when there is nothing to say (a session that
+// neither sent a message nor was refused), and nothing twice: it forgets
+// the transaction afterwards, as ResetMessage does.
+func (e *Engine) EndMessage(s *Session) {
+	defer s.ResetMessage()
+	if e.obs == nil || !s.hasOutcome && len(s.Recipients) == 0 {
+		return
+	}
+	when := s.updated
+	if when.IsZero() {
+		when = e.now()
+	}
+	r := &MessageRecord{
+		Time:       when,
+		Session:    s.ID,
+		ClientIP:   addrString(s.ClientIP),
+		ClientName: s.ClientName,
+		Helo:       s.Helo,
+		AuthUser:   s.AuthUser,
+		Recipients: append([]string{}, s.Recipients...),
+		Refused:    append([]string(nil), s.Refused...),
+	}
+	if s.mailSeen {
+		from := s.MailFrom
+		r.MailFrom = &from
+	}
+	v := s.outcome
+	if len(s.Recipients) > 0 {
+		// Accepted for at least one recipient: the message goes on.
+		v = Verdict{Stage: StageData, Action: ActionAccept}
+		if tags := e.Tags(s); len(tags) > 0 {
+			v.Action, v.Headers, v.Control, v.Reason = ActionTag, tags, tagControl(s), s.connect.Reason
+		} else if s.connect.Logged && !e.Exempt(s) {
+			v.Reason = s.connect.Reason
+		}
+	}
+	r.Stage, r.Action, r.Code, r.EnhancedCode, r.Text = v.Stage, v.Action, v.Code, v.EnhancedCode, v.Text
+	r.Control, r.Reason, r.Tags = v.Control, v.Reason, v.Headers
+	c := &s.connect
+	for _, l := range []struct {
+		kind ListKind
+		l    *DNSListing
+	}{{DNSWL, c.DNSWL}, {DNSBL, c.DNSBL}} {
+		if l.l != nil {
+			r.DNSLists = append(r.DNSLists, DNSRecord{Kind: l.kind, Site: l.l.Site, Answers: l.l.Answers, TXT: l.l.TXT, Action: l.l.Action.String()})
+		}
+	}
+	r.DNSListErrors = c.DNSErrors
+	e.obs.Message(r)
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
