@@ -104,6 +104,18 @@ func (t *instanceTable) get(key string) (in *instance, evicted []*instance) {
 	return in, evicted
 }
 
+// remove drops an instance whose message is over, if it is still the one
+// held under its key.
+func (t *instanceTable) remove(in *instance) {
+	sh := &t.shards[maphash.String(t.seed, in.key)%uint64(len(t.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if cur, ok := sh.m[in.key]; ok && cur == in {
+		sh.lru.Remove(in.elem)
+		delete(sh.m, in.key)
+	}
+}
+
 // drain empties the table and returns what it held.
 func (t *instanceTable) drain() []*instance {
 	var out []*instance

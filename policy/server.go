@@ -275,8 +275,11 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	ctx := context.Background()
 	in := c.instanceFor(s, req)
 	if c.last != in {
-		if c.last != c.local {
+		if c.last != nil && c.last != c.local {
+			// The connection moved on to another message: the last one is
+			// over, and its state can go.
 			s.endInstance(c.last)
+			s.instances.remove(c.last)
 		}
 		c.last = in
 	}
@@ -316,6 +319,12 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		// refusal still applies. The message is over.
 		v = e.Connect(ctx, sess)
 		e.EndMessage(sess)
+		if in != c.local {
+			s.instances.remove(in)
+		}
+		if c.last == in {
+			c.last = nil
+		}
 		return v, nil
 	case "MAIL", "RCPT", "DATA":
 	default:

@@ -144,6 +144,7 @@ func (r *reloader) apply() error {
 		r.log.Warn("configuration: " + warn)
 	}
 	r.engine.SetConfig(cfg)
+	tuneMemory(r.log) // the old configuration and the loading garbage
 	r.level.Set(cfg.Log.Level)
 	for _, f := range []struct {
 		file *logfile.File

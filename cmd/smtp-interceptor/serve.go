@@ -123,6 +123,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		log.Warn("no DNS resolver; DNS lists cannot be enabled", slog.Any("error", err))
 	}
 	engine := rules.NewEngine(cfg, opts)
+	tuneMemory(log)
 	allowed := func(ip netip.Addr) bool {
 		_, ok := engine.Config().Server.Allow.Match(ip, "")
 		return ok
