@@ -76,7 +76,12 @@ func startLive(t *testing.T, extra string) *liveServer {
 		once.Do(func() { cancel(); code = <-done })
 		return code
 	}
-	t.Cleanup(func() { ls.stop() })
+	t.Cleanup(func() {
+		ls.stop()
+		if t.Failed() {
+			t.Log("server log:\n" + ls.stderr.String())
+		}
+	})
 	waitFor(t, "the policy socket", func() bool { _, err := os.Stat(ls.sock); return err == nil })
 	return ls
 }

@@ -83,13 +83,11 @@ func (r *reloader) run(ctx context.Context, hup, usr1 <-chan struct{}) {
 
 // watch watches the directories of every file the configuration read (a
 // directory watch sees a file replaced by rename, which a file watch
-// loses), and records the files themselves.
+// loses), and records the files themselves. Directories already watched
+// stay watched, so no event is lost while the set changes.
 func (r *reloader) watch(w *fsnotify.Watcher, watched map[string]bool) {
 	if w == nil {
 		return
-	}
-	for _, d := range w.WatchList() {
-		w.Remove(d)
 	}
 	clear(watched)
 	files := r.engine.Config().Files
@@ -101,6 +99,12 @@ func (r *reloader) watch(w *fsnotify.Watcher, watched map[string]bool) {
 		f = filepath.Clean(f)
 		watched[f] = true
 		dirs[filepath.Dir(f)] = true
+	}
+	for _, d := range w.WatchList() {
+		if !dirs[d] {
+			w.Remove(d)
+		}
+		delete(dirs, d)
 	}
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
