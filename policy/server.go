@@ -432,7 +432,8 @@ func (in *instance) mail(ctx context.Context, e *rules.Engine, req *Request) rul
 	in.mailDone = true
 	v := e.Mail(ctx, in.sess, req.Sender)
 	if v.Action.Refuses() && v.Stage != rules.StageConnect {
-		in.sticky = &v
+		sticky := v // only a refusal goes to the heap
+		in.sticky = &sticky
 	}
 	return v
 }

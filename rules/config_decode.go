@@ -122,8 +122,9 @@ func sortedKeys[V any](m map[string]V) []string {
 // [table] headers and key = value lines, which is all this schema uses; a
 // key it cannot find gets line 0 (unknown).
 type lineIndex struct {
-	lines []string
-	keys  map[string]int // "section.key" -> 1-based line
+	lines  []string
+	keys   map[string]int            // "section.key" -> 1-based line
+	values map[string]map[string]int // "section.key" -> quoted value -> line
 }
 
 func newLineIndex(text string) *lineIndex {
@@ -182,15 +183,33 @@ func (li *lineIndex) key(full string) int {
 	return li.keys[full]
 }
 
-// value returns the line holding the quoted value v of an array key,
-// searching from the key's line up to the next key or table; the key's
-// line when the value is not found there.
+// value returns the line holding the quoted value v of an array key, or
+// the key's line when the value is not found between the key and the next
+// key or table. The values of a key are indexed on first use, so a list of
+// a hundred thousand inline entries costs one pass, not one per entry.
 func (li *lineIndex) value(full, v string) int {
 	start := li.key(full)
 	if start == 0 {
 		return 0
 	}
-	quotes := []string{`"` + v + `"`, `'` + v + `'`}
+	if li.values == nil {
+		li.values = map[string]map[string]int{}
+	}
+	idx, ok := li.values[full]
+	if !ok {
+		idx = li.indexValues(start)
+		li.values[full] = idx
+	}
+	if line, ok := idx[v]; ok {
+		return line
+	}
+	return start
+}
+
+// indexValues maps each quoted string from line start (1-based) up to the
+// next key or table to the first line it appears on.
+func (li *lineIndex) indexValues(start int) map[string]int {
+	idx := map[string]int{}
 	for i := start - 1; i < len(li.lines); i++ {
 		line := li.lines[i]
 		if i > start-1 {
@@ -202,11 +221,21 @@ func (li *lineIndex) value(full, v string) int {
 				break
 			}
 		}
-		for _, q := range quotes {
-			if strings.Contains(line, q) {
-				return i + 1
+		for rest := line; ; {
+			q := strings.IndexAny(rest, `"'#`)
+			if q < 0 || rest[q] == '#' {
+				break
 			}
+			end := strings.IndexByte(rest[q+1:], rest[q])
+			if end < 0 {
+				break
+			}
+			val := rest[q+1 : q+1+end]
+			if _, seen := idx[val]; !seen {
+				idx[val] = i + 1
+			}
+			rest = rest[q+1+end+1:]
 		}
 	}
-	return start
+	return idx
 }

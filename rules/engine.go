@@ -167,7 +167,7 @@ func (e *Engine) finish(s *Session, v Verdict) Verdict {
 	s.noteOutcome(&v)
 	if e.obs != nil {
 		s.updated = e.now()
-		e.obs.Verdict(s, &v)
+		e.obs.Verdict(s, v)
 	}
 	if v.Action.Refuses() && !v.Repeated && e.log.Enabled(context.Background(), slog.LevelInfo) {
 		e.log.Info("refused",

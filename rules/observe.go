@@ -10,8 +10,12 @@ import (
 // Implementations must be safe for concurrent use and quick: they run on
 // the request path.
 type Observer interface {
-	// Verdict is called for every verdict, after it was counted.
-	Verdict(s *Session, v *Verdict)
+	// Verdict is called for every verdict, after it was counted. The
+	// verdict is passed by value so that it does not escape to the heap.
+	Verdict(s *Session, v Verdict)
+	// MessagesWanted reports whether Message would do anything now; when
+	// it is false the engine skips building the record.
+	MessagesWanted() bool
 	// Message is called once per message, and once per session refused
 	// before it sent one (see Engine.EndMessage).
 	Message(r *MessageRecord)
@@ -21,10 +25,20 @@ type Observer interface {
 type Observers []Observer
 
 // Verdict implements Observer.
-func (o Observers) Verdict(s *Session, v *Verdict) {
+func (o Observers) Verdict(s *Session, v Verdict) {
 	for _, x := range o {
 		x.Verdict(s, v)
 	}
+}
+
+// MessagesWanted implements Observer: true when any observer wants them.
+func (o Observers) MessagesWanted() bool {
+	for _, x := range o {
+		if x.MessagesWanted() {
+			return true
+		}
+	}
+	return false
 }
 
 // Message implements Observer.
@@ -88,7 +102,7 @@ func (s *Session) noteOutcome(v *Verdict) {
 // the transaction afterwards, as ResetMessage does.
 func (e *Engine) EndMessage(s *Session) {
 	defer s.ResetMessage()
-	if e.obs == nil || !s.hasOutcome && len(s.Recipients) == 0 {
+	if e.obs == nil || !s.hasOutcome && len(s.Recipients) == 0 || !e.obs.MessagesWanted() {
 		return
 	}
 	when := s.updated

@@ -137,8 +137,9 @@ func TestReload(t *testing.T) {
 	})
 	is.True(strings.Contains(err.Error(), "blacklist.message")) // the error names the key
 	is.Equal(ls.ask(t, "192.0.2.66"), "action=550 5.7.1 Renamed 192.0.2.66")
-	is.True(strings.Contains(ls.stderr.String(), "blacklist.bogus")) // each error logged with its key
-	is.True(strings.Contains(ls.stderr.String(), "the running configuration stays"))
+	waitFor(t, "each error logged with its key", func() bool {
+		return strings.Contains(ls.stderr.String(), "blacklist.bogus") && strings.Contains(ls.stderr.String(), "the running configuration stays")
+	})
 
 	// SIGHUP reloads (the file is fixed, quietly, without a watch event in
 	// between being needed).
@@ -189,9 +190,12 @@ deny = ["*dynamic*"]
 	is.Equal(c.rcpt("192.0.2.6", "x.example", "s4", "a@domino.test"), "DUNNO") // ends s3
 
 	// fail2ban: one line per refusal, the connect-time one once per session.
-	f2b, err := os.ReadFile(filepath.Join(ls.dir, "fail2ban.log"))
-	is.NoErr(err)
-	lines := strings.Split(strings.TrimSpace(string(f2b)), "\n")
+	var lines []string
+	waitFor(t, "the fail2ban lines", func() bool {
+		f2b, _ := os.ReadFile(filepath.Join(ls.dir, "fail2ban.log"))
+		lines = strings.Split(strings.TrimSpace(string(f2b)), "\n")
+		return len(lines) >= 2
+	})
 	is.Equal(len(lines), 2)
 	line := regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d   SMTP Server: Connection from \[([0-9a-f.:]+)\] rejected for policy reasons\. `)
 	is.Equal(line.FindStringSubmatch(lines[0])[1], "192.0.2.66")

@@ -81,7 +81,11 @@ type serveOptions struct {
 
 func serveWith(ctx context.Context, o serveOptions) int {
 	cfg := o.cfg
-	log, level := newLogger(o.stderr, cfg.Log)
+	// The process log is written out every FlushInterval rather than a
+	// system call per line: a flood of refusals must not slow the server.
+	stderr := logfile.NewBuffered(o.stderr)
+	defer stderr.Close()
+	log, level := newLogger(stderr, cfg.Log)
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration: " + w)
 	}

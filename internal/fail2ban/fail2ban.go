@@ -41,7 +41,7 @@ func New(out *logfile.File, log *slog.Logger, now func() time.Time) *Observer {
 }
 
 // Verdict writes a line for a refusal.
-func (o *Observer) Verdict(s *rules.Session, v *rules.Verdict) {
+func (o *Observer) Verdict(s *rules.Session, v rules.Verdict) {
 	if !v.Action.Refuses() || v.Repeated || !s.ClientIP.IsValid() || !o.out.Enabled() {
 		return
 	}
@@ -52,6 +52,9 @@ func (o *Observer) Verdict(s *rules.Session, v *rules.Verdict) {
 
 // Message implements rules.Observer; the fail2ban log keeps refusals only.
 func (o *Observer) Message(*rules.MessageRecord) {}
+
+// MessagesWanted implements rules.Observer: never.
+func (o *Observer) MessagesWanted() bool { return false }
 
 // Line formats one log line (with its newline). ip is the client address
 // as the MTA reported it; reason is escaped.

@@ -179,6 +179,7 @@ deny = ["VRFY"]
 		refuse(ip, e.Mail(ctx, s, evil+"@x.evil.test"))
 	}
 
+	out.Close() // flush
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines for %d refusals:\n%s", len(lines), len(want), buf.String())

@@ -4,34 +4,65 @@
 package logfile
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // File is a log destination: a file opened for appending, standard
 // output ("-"), or nothing (""). It is safe for concurrent use; each Write
-// is one whole line.
+// is one whole line. Lines are buffered and written out within
+// FlushInterval, so a busy server does not pay a system call per line.
 type File struct {
 	mu     sync.Mutex
 	path   string
 	w      io.Writer
-	f      *os.File // nil for stdout or when off
+	buf    *bufio.Writer // over w; nil when off
+	f      *os.File      // nil for stdout or when off
 	stdout io.Writer
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // New returns a File writing to path ("" off, "-" stdout); stdout is what
-// "-" means (os.Stdout when nil).
+// "-" means (os.Stdout when nil). Close it to stop its flusher.
 func New(path string, stdout io.Writer) (*File, error) {
 	if stdout == nil {
 		stdout = os.Stdout
 	}
-	l := &File{stdout: stdout}
+	l := &File{stdout: stdout, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := l.SetPath(path); err != nil {
 		return nil, err
 	}
+	go l.flusher()
 	return l, nil
+}
+
+func (l *File) flusher() {
+	defer close(l.done)
+	t := time.NewTicker(FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			l.Flush()
+		}
+	}
+}
+
+// Flush writes out the buffered lines.
+func (l *File) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf == nil {
+		return nil
+	}
+	return l.buf.Flush()
 }
 
 // Enabled reports whether the file writes anywhere.
@@ -55,9 +86,16 @@ func (l *File) SetPath(path string) error {
 	if err != nil {
 		return err
 	}
+	var buf *bufio.Writer
+	if w != nil {
+		buf = bufio.NewWriterSize(w, 64<<10)
+	}
 	l.mu.Lock()
+	if l.buf != nil {
+		l.buf.Flush() // the old destination gets its lines
+	}
 	old := l.f
-	l.path, l.w, l.f = path, w, f
+	l.path, l.w, l.f, l.buf = path, w, f, buf
 	l.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -89,18 +127,27 @@ func (l *File) open(path string) (io.Writer, *os.File, error) {
 func (l *File) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.w == nil {
+	if l.buf == nil {
 		return len(p), nil
 	}
-	return l.w.Write(p)
+	return l.buf.Write(p)
 }
 
-// Close closes the file.
+// Close flushes and closes the file and stops the flusher.
 func (l *File) Close() error {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+		<-l.done
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.buf != nil {
+		l.buf.Flush()
+	}
 	f := l.f
-	l.w, l.f = nil, nil
+	l.w, l.f, l.buf = nil, nil, nil
 	if f != nil {
 		return f.Close()
 	}

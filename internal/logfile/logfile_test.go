@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 )
@@ -23,6 +26,7 @@ func TestFile(t *testing.T) {
 	l.Write([]byte("two\n")) // still the old file until reopened
 	is.NoErr(l.Reopen())
 	l.Write([]byte("three\n"))
+	is.NoErr(l.Flush())
 	old, _ := os.ReadFile(path + ".1")
 	cur, _ := os.ReadFile(path)
 	is.Equal(string(old), "one\ntwo\n")
@@ -32,6 +36,8 @@ func TestFile(t *testing.T) {
 	l2, err := New("-", &out)
 	is.NoErr(err)
 	l2.Write([]byte("x\n"))
+	is.Equal(out.String(), "") // buffered
+	is.NoErr(l2.Flush())
 	is.Equal(out.String(), "x\n")
 	is.NoErr(l2.SetPath("")) // off
 	is.True(!l2.Enabled())
@@ -41,3 +47,27 @@ func TestFile(t *testing.T) {
 	is.True(l2.SetPath(filepath.Join(dir, "no", "such", "dir.log")) != nil) // error keeps the old destination
 	is.Equal(l2.Path(), "")
 }
+
+func TestBuffered(t *testing.T) {
+	is := is.New(t)
+	var mu syncBuf
+	b := NewBuffered(&mu)
+	b.Write([]byte("one\n"))
+	is.Equal(mu.String(), "") // not yet written
+	deadline := time.Now().Add(10 * time.Second)
+	for mu.String() == "" && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	is.Equal(mu.String(), "one\n") // written by the flusher
+	b.Write([]byte("two\n"))
+	is.NoErr(b.Close())
+	is.Equal(mu.String(), "one\ntwo\n") // Close flushes the rest
+}
+
+type syncBuf struct {
+	m sync.Mutex
+	b bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.m.Lock(); defer s.m.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.m.Lock(); defer s.m.Unlock(); return s.b.String() }

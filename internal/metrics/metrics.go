@@ -8,6 +8,7 @@ package metrics
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -112,9 +113,16 @@ type Stats struct {
 	Expanded []rules.ExpandedHit `json:"expanded"`
 }
 
-// Handler serves /metrics from reg and /stats from counters.
+// Handler serves /metrics from reg, /stats from counters, and Go's
+// profiler at /debug/pprof/ (as Prometheus itself does: the metrics
+// listener is loopback and [server] allow only).
 func Handler(reg *prometheus.Registry, counters *rules.Counters) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

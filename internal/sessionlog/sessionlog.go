@@ -26,7 +26,10 @@ func New(out *logfile.File, log *slog.Logger) *Observer {
 }
 
 // Verdict implements rules.Observer; the session log keeps messages only.
-func (o *Observer) Verdict(*rules.Session, *rules.Verdict) {}
+func (o *Observer) Verdict(*rules.Session, rules.Verdict) {}
+
+// MessagesWanted reports whether the session log is on.
+func (o *Observer) MessagesWanted() bool { return o.out.Enabled() }
 
 // Message writes one record.
 func (o *Observer) Message(r *rules.MessageRecord) {
