@@ -27,6 +27,7 @@ func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer
 	hit := fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)")
 	hitCIDR := fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists")
 	seed := fs.Uint64("seed", 1, "random `seed`")
+	clients := fs.Int("clients", 0, "draw the other clients from this `many` addresses (0: any of 198.18.0.0/15)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -53,7 +54,7 @@ func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer
 	start := time.Now()
 	for i := range *conns {
 		wg.Go(func() {
-			load := policyLoad{rng: rand.New(rand.NewPCG(*seed, uint64(i))), hit: *hit, hitPfx: hitPfx, conn: i}
+			load := policyLoad{rng: rand.New(rand.NewPCG(*seed, uint64(i))), hit: *hit, hitPfx: hitPfx, conn: i, clients: *clients}
 			rep := benchReport{outcomes: map[string]int{}, lat: make(latencies, 0, per)}
 			for range per {
 				if ctx.Err() != nil {

@@ -27,12 +27,17 @@ func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 	hit := fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)")
 	hitCIDR := fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists")
 	seed := fs.Uint64("seed", 1, "random `seed`")
+	clients := fs.Int("clients", 0, "draw the other clients from this `many` addresses (0: any of 198.18.0.0/15), e.g. to measure DNS cache hits")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	hitPfx, err := netip.ParsePrefix(*hitCIDR)
 	if err != nil || !hitPfx.Addr().Is4() {
 		fmt.Fprintf(stderr, "bench policy: --hit-cidr %q is not an IPv4 CIDR\n", *hitCIDR)
+		return exitUsage
+	}
+	if *clients < 0 || *clients > 1<<17 {
+		fmt.Fprintln(stderr, "bench policy: --clients must be between 0 and 131072")
 		return exitUsage
 	}
 	if *conns < 1 || *n < *conns || *hit < 0 || *hit > 1 {
@@ -51,7 +56,7 @@ func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 	for i := range *conns {
 		wg.Go(func() {
 			results[i] = benchPolicyConn(ctx, network, address, per, policyLoad{
-				rng: rand.New(rand.NewPCG(*seed, uint64(i))), hit: *hit, hitPfx: hitPfx, conn: i,
+				rng: rand.New(rand.NewPCG(*seed, uint64(i))), hit: *hit, hitPfx: hitPfx, conn: i, clients: *clients,
 			})
 		})
 	}
@@ -78,11 +83,12 @@ func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 // 198.18.0.0/15, never contacted: they are only strings in the requests)
 // and senders, a share of them from the blacklisted range.
 type policyLoad struct {
-	rng    *rand.Rand
-	hit    float64
-	hitPfx netip.Prefix
-	conn   int
-	msg    int
+	rng     *rand.Rand
+	hit     float64
+	hitPfx  netip.Prefix
+	conn    int
+	msg     int
+	clients int // size of the client pool; 0: all of 198.18.0.0/15
 }
 
 // message returns the requests of the next message.
@@ -95,7 +101,12 @@ func (l *policyLoad) message() []string {
 		v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
 		client = netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 	} else {
-		client = netip.AddrFrom4([4]byte{198, 18 + byte(l.rng.IntN(2)), byte(l.rng.IntN(256)), byte(1 + l.rng.IntN(254))})
+		n := 1 << 17
+		if l.clients > 0 {
+			n = l.clients
+		}
+		v := l.rng.IntN(n) // an index into 198.18.0.0/15
+		client = netip.AddrFrom4([4]byte{198, 18 + byte(v>>16), byte(v >> 8), byte(v)})
 	}
 	instance := strconv.Itoa(l.conn) + "." + strconv.Itoa(l.msg)
 	sender := "user" + strconv.Itoa(l.rng.IntN(5000)) + "@example" + strconv.Itoa(l.rng.IntN(200)) + ".com"
