@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -14,19 +13,11 @@ import (
 	gomilter "github.com/d--j/go-milter"
 
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+var testLogger = testutil.Logger
 
 // testServer is a running milter server for one test.
 type testServer struct {

@@ -12,22 +12,11 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 	"github.com/matryer/is"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+var waitFor = testutil.WaitFor
 
 // postfixMacros are the macros Postfix sends when asked.
 func postfixMacros(ip, name string) map[string]string {

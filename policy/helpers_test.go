@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -12,19 +11,11 @@ import (
 	"time"
 
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+var testLogger = testutil.Logger
 
 // testServer is a running policy server for one test.
 type testServer struct {

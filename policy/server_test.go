@@ -15,22 +15,11 @@ import (
 
 	"github.com/matryer/is"
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+var waitFor = testutil.WaitFor
 
 func TestBadInput(t *testing.T) {
 	long := "request=smtpd_access_policy\nx=" + strings.Repeat("a", MaxLineBytes) + "\n\n"

@@ -3,27 +3,17 @@ package rules
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
-// testLogger routes engine logs to t.Log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+var testLogger = testutil.Logger
 
 func newTestEngine(t *testing.T, text string) (*Engine, *MemoryDNS) {
 	t.Helper()

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -89,4 +92,64 @@ func outcomeKey(action string) string {
 		return f[0] + " " + f[1]
 	}
 	return f[0]
+}
+
+// loadFlags are the flags every load generator takes.
+type loadFlags struct {
+	name              string
+	fs                *flag.FlagSet
+	addr              *string
+	conns, n, clients *int
+	hit               *float64
+	hitCIDR           *string
+	seed              *uint64
+	network, address  string // from addr
+	hitPfx            netip.Prefix
+}
+
+// newLoadFlags declares the common flags; unit names what -n counts.
+func newLoadFlags(name, defAddr, unit string, defN int, stderr io.Writer) *loadFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &loadFlags{
+		name:    name,
+		fs:      fs,
+		addr:    fs.String("addr", defAddr, "server `address`: host:port or unix:/path"),
+		conns:   fs.Int("c", 16, "concurrent `connections`"),
+		n:       fs.Int("n", defN, "total `"+unit+"`"),
+		hit:     fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)"),
+		hitCIDR: fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists"),
+		seed:    fs.Uint64("seed", 1, "random `seed`"),
+		clients: fs.Int("clients", 0, "draw the other clients from this `many` addresses (0: any of 198.18.0.0/15), e.g. to measure DNS cache hits"),
+	}
+}
+
+// parse parses and checks the flags; false means bad usage (reported).
+func (l *loadFlags) parse(args []string, stderr io.Writer) bool {
+	if err := l.fs.Parse(args); err != nil {
+		return false
+	}
+	var err error
+	l.hitPfx, err = netip.ParsePrefix(*l.hitCIDR)
+	switch {
+	case err != nil || !l.hitPfx.Addr().Is4():
+		fmt.Fprintf(stderr, "%s: --hit-cidr %q is not an IPv4 CIDR\n", l.name, *l.hitCIDR)
+		return false
+	case *l.clients < 0 || *l.clients > 1<<17:
+		fmt.Fprintf(stderr, "%s: --clients must be between 0 and 131072\n", l.name)
+		return false
+	case *l.conns < 1 || *l.n < *l.conns || *l.hit < 0 || *l.hit > 1:
+		fmt.Fprintf(stderr, "%s: need -c >= 1, -n >= -c and 0 <= --hit <= 1\n", l.name)
+		return false
+	}
+	l.network, l.address = "tcp", *l.addr
+	if p, ok := strings.CutPrefix(*l.addr, "unix:"); ok {
+		l.network, l.address = "unix", p
+	}
+	return true
+}
+
+// load returns connection i's request generator.
+func (l *loadFlags) load(i int) policyLoad {
+	return policyLoad{rng: rand.New(rand.NewPCG(*l.seed, uint64(i))), hit: *l.hit, hitPfx: l.hitPfx, conn: i, clients: *l.clients}
 }

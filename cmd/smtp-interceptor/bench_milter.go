@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,31 +16,11 @@ import (
 // a new milter connection as Postfix opens one per SMTP session, and
 // reports transactions/s, latency and the outcome counts.
 func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench milter", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:10061", "milter `address`: host:port or unix:/path")
-	conns := fs.Int("c", 16, "concurrent `connections`")
-	n := fs.Int("n", 20_000, "total `transactions`")
-	hit := fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)")
-	hitCIDR := fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists")
-	seed := fs.Uint64("seed", 1, "random `seed`")
-	clients := fs.Int("clients", 0, "draw the other clients from this `many` addresses (0: any of 198.18.0.0/15)")
-	if err := fs.Parse(args); err != nil {
+	f := newLoadFlags("bench milter", "127.0.0.1:10061", "transactions", 20_000, stderr)
+	if !f.parse(args, stderr) {
 		return exitUsage
 	}
-	hitPfx, err := netip.ParsePrefix(*hitCIDR)
-	if err != nil || !hitPfx.Addr().Is4() {
-		fmt.Fprintf(stderr, "bench milter: --hit-cidr %q is not an IPv4 CIDR\n", *hitCIDR)
-		return exitUsage
-	}
-	if *conns < 1 || *n < *conns || *hit < 0 || *hit > 1 {
-		fmt.Fprintln(stderr, "bench milter: need -c >= 1, -n >= -c and 0 <= --hit <= 1")
-		return exitUsage
-	}
-	network, address := "tcp", *addr
-	if p, ok := strings.CutPrefix(*addr, "unix:"); ok {
-		network, address = "unix", p
-	}
+	conns, n, network, address := f.conns, f.n, f.network, f.address
 	client := gomilter.NewClient(network, address,
 		gomilter.WithActions(gomilter.AllClientSupportedActionMasks),
 		gomilter.WithReadTimeout(30*time.Second), gomilter.WithWriteTimeout(30*time.Second))
@@ -54,7 +31,7 @@ func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer
 	start := time.Now()
 	for i := range *conns {
 		wg.Go(func() {
-			load := policyLoad{rng: rand.New(rand.NewPCG(*seed, uint64(i))), hit: *hit, hitPfx: hitPfx, conn: i, clients: *clients}
+			load := f.load(i)
 			rep := benchReport{outcomes: map[string]int{}, lat: make(latencies, 0, per)}
 			for range per {
 				if ctx.Err() != nil {
@@ -84,7 +61,7 @@ func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer
 			total.outcomes[k] += v
 		}
 	}
-	fmt.Fprintf(stdout, "bench milter %s: %d connections\n", *addr, *conns)
+	fmt.Fprintf(stdout, "bench milter %s: %d connections\n", *f.addr, *conns)
 	total.print(stdout)
 	if total.n == 0 {
 		return exitFail

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,45 +18,18 @@ import (
 // realistic requests from several persistent connections, as Postfix's
 // smtpd processes do, and reports throughput, latency and the actions.
 func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench policy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:10060", "policy server `address`: host:port or unix:/path")
-	conns := fs.Int("c", 16, "concurrent `connections`")
-	n := fs.Int("n", 100_000, "total `requests`")
-	hit := fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)")
-	hitCIDR := fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists")
-	seed := fs.Uint64("seed", 1, "random `seed`")
-	clients := fs.Int("clients", 0, "draw the other clients from this `many` addresses (0: any of 198.18.0.0/15), e.g. to measure DNS cache hits")
-	if err := fs.Parse(args); err != nil {
+	f := newLoadFlags("bench policy", "127.0.0.1:10060", "requests", 100_000, stderr)
+	if !f.parse(args, stderr) {
 		return exitUsage
 	}
-	hitPfx, err := netip.ParsePrefix(*hitCIDR)
-	if err != nil || !hitPfx.Addr().Is4() {
-		fmt.Fprintf(stderr, "bench policy: --hit-cidr %q is not an IPv4 CIDR\n", *hitCIDR)
-		return exitUsage
-	}
-	if *clients < 0 || *clients > 1<<17 {
-		fmt.Fprintln(stderr, "bench policy: --clients must be between 0 and 131072")
-		return exitUsage
-	}
-	if *conns < 1 || *n < *conns || *hit < 0 || *hit > 1 {
-		fmt.Fprintln(stderr, "bench policy: need -c >= 1, -n >= -c and 0 <= --hit <= 1")
-		return exitUsage
-	}
-	network, address := "tcp", *addr
-	if p, ok := strings.CutPrefix(*addr, "unix:"); ok {
-		network, address = "unix", p
-	}
-
+	conns, n := f.conns, f.n
 	per := *n / *conns
 	results := make([]benchReport, *conns)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range *conns {
 		wg.Go(func() {
-			results[i] = benchPolicyConn(ctx, network, address, per, policyLoad{
-				rng: rand.New(rand.NewPCG(*seed, uint64(i))), hit: *hit, hitPfx: hitPfx, conn: i, clients: *clients,
-			})
+			results[i] = benchPolicyConn(ctx, f.network, f.address, per, f.load(i))
 		})
 	}
 	wg.Wait()
@@ -70,7 +42,7 @@ func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 			total.outcomes[k] += v
 		}
 	}
-	fmt.Fprintf(stdout, "bench policy %s: %d connections\n", *addr, *conns)
+	fmt.Fprintf(stdout, "bench policy %s: %d connections\n", *f.addr, *conns)
 	total.print(stdout)
 	if total.errors > 0 && total.n == 0 {
 		return exitFail

@@ -17,7 +17,11 @@ import (
 	"time"
 
 	"github.com/matryer/is"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
+
+var waitFor = testutil.WaitFor
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
 type syncBuffer struct {
@@ -35,21 +39,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
 }
 
 // writeConfig writes a config whose policy listener is a unix socket in a

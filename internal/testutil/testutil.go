@@ -1,0 +1,39 @@
+// Package testutil holds what the tests of several packages share: a
+// logger that writes to the test log, and a wait for a condition.
+package testutil
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Logger returns a debug-level logger that writes to t.Log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(writer{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type writer struct{ t testing.TB }
+
+func (w writer) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// WaitFor polls cond until it holds, failing the test after 20 seconds:
+// tests wait for a condition, never for a fixed time.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
