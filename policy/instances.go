@@ -17,6 +17,8 @@ type instance struct {
 	mu       sync.Mutex // one message's requests are sequential; this guards odd clients
 	key      string
 	client   string // client_address the session was made for
+	port     string // client_port (the SMTP session, with client)
+	dataSeen bool   // a DATA request was answered: the message is complete
 	sess     *rules.Session
 	heloDone bool
 	mailDone bool
@@ -37,7 +39,7 @@ type instance struct {
 // client (no Postfix does that; a confused or hostile client might).
 // The caller holds in.mu.
 func (in *instance) reset() {
-	in.client, in.sess = "", nil
+	in.client, in.port, in.sess, in.dataSeen = "", "", nil, false
 	in.heloDone, in.mailDone, in.sticky = false, false, nil
 	in.tagsQueued, in.pending = false, nil
 }

@@ -32,6 +32,7 @@ type Request struct {
 	Sender            string
 	Recipient         string
 	ClientAddress     string
+	ClientPort        string // Postfix 2.5+: with the address, names the SMTP session
 	ClientName        string // verified name, or "unknown"
 	ReverseClientName string
 	Instance          string
@@ -68,16 +69,18 @@ func fieldIndex(name []byte) int {
 		return 10
 	case "sasl_username":
 		return 11
+	case "client_port":
+		return 12
 	}
 	return -1
 }
 
-const numFields = 12
+const numFields = 13
 
 // fields returns pointers to the fields, in fieldIndex order.
 func (r *Request) fields() [numFields]*string {
 	return [numFields]*string{&r.Request, &r.ProtocolState, &r.ProtocolName, &r.HeloName, &r.QueueID,
-		&r.Sender, &r.Recipient, &r.ClientAddress, &r.ClientName, &r.ReverseClientName, &r.Instance, &r.SASLUsername}
+		&r.Sender, &r.Recipient, &r.ClientAddress, &r.ClientName, &r.ReverseClientName, &r.Instance, &r.SASLUsername, &r.ClientPort}
 }
 
 // ReadRequest reads one request from r into req, reusing req's strings when

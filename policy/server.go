@@ -203,6 +203,24 @@ type conn struct {
 	last *instance
 }
 
+// endComplete records the connection's last message when its DATA was
+// answered: nothing more will come for it unless Postfix also asks at
+// END-OF-MESSAGE, which ends it anyway. A message cut off earlier may go on
+// over a new connection, so it stays.
+func (c *conn) endComplete() {
+	in := c.last
+	if in == nil || in == c.local {
+		return
+	}
+	in.mu.Lock()
+	done := in.dataSeen
+	in.mu.Unlock()
+	if done {
+		c.srv.endInstance(in)
+		c.srv.instances.remove(in)
+	}
+}
+
 // interruptIdle makes a connection waiting for its next request return at
 // once; a busy one finishes its request and then sees the server closing.
 func (c *conn) interruptIdle() {
@@ -222,6 +240,7 @@ func (c *conn) setBusy(b bool) {
 func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	defer c.nc.Close()
+	defer c.endComplete()
 	defer func() {
 		if r := recover(); r != nil {
 			c.srv.log.Error("policy connection panicked; closing it", slog.String("peer", c.peer), slog.Any("panic", r))
@@ -274,10 +293,12 @@ func (c *conn) readFailed(err error) {
 func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	ctx := context.Background()
 	in := c.instanceFor(s, req)
+	var prev *rules.Session // the previous message's session, same SMTP session
 	if c.last != in {
 		if c.last != nil && c.last != c.local {
 			// The connection moved on to another message: the last one is
 			// over, and its state can go.
+			prev = c.last.sameSession(req)
 			s.endInstance(c.last)
 			s.instances.remove(c.last)
 		}
@@ -289,7 +310,7 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		in.reset()
 	}
 	if in.sess == nil {
-		in.client = req.ClientAddress
+		in.client, in.port = req.ClientAddress, req.ClientPort
 		ip, err := netip.ParseAddr(req.ClientAddress)
 		if err != nil && req.ClientAddress != "" {
 			s.log.Warn("policy request with a bad client_address; host lists are not applied",
@@ -297,6 +318,12 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		}
 		in.sess = rules.NewSession(ip, req.ClientName)
 		in.sess.ID = req.Instance
+		if prev != nil {
+			// Another message of the same SMTP session: the connect-time
+			// outcome carries over, and a refusal already given is not
+			// logged (or counted by fail2ban) once more.
+			in.sess.ContinueFrom(prev)
+		}
 	}
 	sess := in.sess
 	sess.AuthUser = req.SASLUsername
@@ -355,6 +382,7 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		v = e.Rcpt(ctx, sess, req.Recipient)
 	default:
 		v = e.Data(ctx, sess)
+		in.dataSeen = true
 	}
 	if v.Action.Refuses() {
 		return v, nil
@@ -370,6 +398,18 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		return v, &h
 	}
 	return v, nil
+}
+
+// sameSession returns the instance's session when the request comes from
+// the same SMTP session (same client address and port; Postfix sends the
+// port since 2.5), else nil.
+func (in *instance) sameSession(req *Request) *rules.Session {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.sess == nil || req.ClientPort == "" || in.port != req.ClientPort || in.client != req.ClientAddress {
+		return nil
+	}
+	return in.sess
 }
 
 // endInstance tells the engine that an instance's message is over (the

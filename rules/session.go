@@ -61,6 +61,20 @@ func (s *Session) Authenticated() bool { return s.AuthUser != "" }
 // field is false until a stage has worked it out.
 func (s *Session) ConnectResult() *ConnectResult { return &s.connect }
 
+// ContinueFrom carries the connection's state over from prev, the
+// session of the previous message of the same SMTP session (an adapter
+// that sees each message as a session of its own, as Postfix's policy
+// protocol does, knows them by the client's address and port): the
+// connect-time outcome, so DNS lists are not asked again and a
+// connect-time refusal already given is not logged again, and the HELO.
+func (s *Session) ContinueFrom(prev *Session) {
+	s.ClientName = prev.ClientName
+	s.Helo = prev.Helo
+	s.connect = prev.connect
+	s.heloRefusal = prev.heloRefusal
+	s.connectRefusalSent = prev.connectRefusalSent
+}
+
 // ResetMessage forgets the current transaction (sender and recipients),
 // keeping the connection's state: client, HELO and connect-time outcome.
 // Adapters call it when a transaction ends or is aborted (RSET).
