@@ -153,3 +153,23 @@ func (l *loadFlags) parse(args []string, stderr io.Writer) bool {
 func (l *loadFlags) load(i int) policyLoad {
 	return policyLoad{rng: rand.New(rand.NewPCG(*l.seed, uint64(i))), hit: *l.hit, hitPfx: l.hitPfx, conn: i, clients: *l.clients}
 }
+
+// report merges the connections' reports, prints the total and returns the
+// exit code: failure when nothing got through.
+func (l *loadFlags) report(w io.Writer, unit string, elapsed time.Duration, results []benchReport) int {
+	total := benchReport{unit: unit, elapsed: elapsed, outcomes: map[string]int{}}
+	for _, r := range results {
+		total.n += r.n
+		total.errors += r.errors
+		total.lat = append(total.lat, r.lat...)
+		for k, v := range r.outcomes {
+			total.outcomes[k] += v
+		}
+	}
+	fmt.Fprintf(w, "%s %s: %d connections\n", l.name, *l.addr, *l.conns)
+	total.print(w)
+	if total.n == 0 {
+		return exitFail
+	}
+	return exitOK
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -52,21 +51,7 @@ func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer
 		})
 	}
 	wg.Wait()
-	total := benchReport{unit: "transactions", elapsed: time.Since(start), outcomes: map[string]int{}}
-	for _, r := range results {
-		total.n += r.n
-		total.errors += r.errors
-		total.lat = append(total.lat, r.lat...)
-		for k, v := range r.outcomes {
-			total.outcomes[k] += v
-		}
-	}
-	fmt.Fprintf(stdout, "bench milter %s: %d connections\n", *f.addr, *conns)
-	total.print(stdout)
-	if total.n == 0 {
-		return exitFail
-	}
-	return exitOK
+	return f.report(stdout, "transactions", time.Since(start), results)
 }
 
 func firstWords(s string, n int) string {

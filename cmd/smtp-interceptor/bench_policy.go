@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -33,21 +32,7 @@ func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 		})
 	}
 	wg.Wait()
-	total := benchReport{unit: "requests", elapsed: time.Since(start), outcomes: map[string]int{}}
-	for _, r := range results {
-		total.n += r.n
-		total.errors += r.errors
-		total.lat = append(total.lat, r.lat...)
-		for k, v := range r.outcomes {
-			total.outcomes[k] += v
-		}
-	}
-	fmt.Fprintf(stdout, "bench policy %s: %d connections\n", *f.addr, *conns)
-	total.print(stdout)
-	if total.errors > 0 && total.n == 0 {
-		return exitFail
-	}
-	return exitOK
+	return f.report(stdout, "requests", time.Since(start), results)
 }
 
 // policyLoad makes the requests of one connection: messages of one to
