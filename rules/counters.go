@@ -160,6 +160,15 @@ func (c *Counters) SetSuspended(zone string, suspended bool) {
 	v.(*atomic.Bool).Store(suspended)
 }
 
+// ClearSuspended forgets every suspension, for a new DNS client whose own
+// probes will report again.
+func (c *Counters) ClearSuspended() {
+	c.suspended.Range(func(_, v any) bool {
+		v.(*atomic.Bool).Store(false)
+		return true
+	})
+}
+
 // Snapshot is a point-in-time copy of the counters.
 type Snapshot struct {
 	WhitelistHits        uint64            `json:"whitelist_hits"`

@@ -62,17 +62,17 @@ func classify(site *DNSSite, ans DNSAnswer, err error) siteResult {
 
 // queryAll asks every site at once and waits for all answers: the connect
 // stage takes as long as the slowest list, not the sum of them.
-func (e *Engine) queryAll(ctx context.Context, ip netip.Addr, sites []*DNSSite) []siteResult {
+func (e *Engine) queryAll(ctx context.Context, dns DNSLists, ip netip.Addr, sites []*DNSSite) []siteResult {
 	out := make([]siteResult, len(sites))
 	if len(sites) == 1 {
-		ans, err := e.dns.Query(ctx, sites[0].Zone, ip)
+		ans, err := dns.Query(ctx, sites[0].Zone, ip)
 		out[0] = classify(sites[0], ans, err)
 		return out
 	}
 	var wg sync.WaitGroup
 	for i, site := range sites {
 		wg.Go(func() {
-			ans, err := e.dns.Query(ctx, site.Zone, ip)
+			ans, err := dns.Query(ctx, site.Zone, ip)
 			out[i] = classify(site, ans, err)
 		})
 	}
@@ -104,7 +104,8 @@ func (e *Engine) dnsLists(ctx context.Context, cfg *Config, s *Session, t *conne
 	if len(sites) == 0 {
 		return
 	}
-	if e.dns == nil || !s.ClientIP.IsValid() {
+	dns := e.DNS()
+	if dns == nil || !s.ClientIP.IsValid() {
 		detail := "no DNS client"
 		if !s.ClientIP.IsValid() {
 			detail = "no client IP address"
@@ -113,7 +114,7 @@ func (e *Engine) dnsLists(ctx context.Context, cfg *Config, s *Session, t *conne
 		t.step(ControlDNSBlacklist, "skipped", detail)
 		return
 	}
-	results := e.queryAll(ctx, s.ClientIP, sites)
+	results := e.queryAll(ctx, dns, s.ClientIP, sites)
 
 	for i := 0; i < nwl; i++ {
 		if e.dnsSite(cfg, s, t, DNSWL, ControlDNSWhitelist, sites[i], results[i]) {

@@ -14,7 +14,7 @@ import (
 // new, never a mix.
 type Engine struct {
 	cfg      atomic.Pointer[Config]
-	dns      DNSLists
+	dns      atomic.Pointer[dnsHolder]
 	counters *Counters
 	log      *slog.Logger
 	obs      Observer
@@ -40,7 +40,8 @@ type EngineOptions struct {
 
 // NewEngine returns an engine serving cfg.
 func NewEngine(cfg *Config, opts EngineOptions) *Engine {
-	e := &Engine{dns: opts.DNS, counters: opts.Counters, log: opts.Logger, obs: opts.Observer, now: opts.Now}
+	e := &Engine{counters: opts.Counters, log: opts.Logger, obs: opts.Observer, now: opts.Now}
+	e.SetDNS(opts.DNS)
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -60,6 +61,16 @@ func (e *Engine) Config() *Config { return e.cfg.Load() }
 // SetConfig swaps in a new configuration. Sessions in flight keep their
 // connect-time outcome and go on under the new configuration.
 func (e *Engine) SetConfig(cfg *Config) { e.cfg.Store(cfg) }
+
+// dnsHolder lets an interface value sit behind an atomic pointer.
+type dnsHolder struct{ lists DNSLists }
+
+// SetDNS swaps the DNS list client (a reload that changed [dns]); nil
+// turns DNS lists off. Lookups in flight finish with the old client.
+func (e *Engine) SetDNS(d DNSLists) { e.dns.Store(&dnsHolder{lists: d}) }
+
+// DNS returns the DNS list client in use, or nil.
+func (e *Engine) DNS() DNSLists { return e.dns.Load().lists }
 
 // Counters returns the engine's statistics.
 func (e *Engine) Counters() *Counters { return e.counters }

@@ -305,3 +305,22 @@ func TestSignalsOnTheBinary(t *testing.T) {
 	is.NoErr(cmd.Process.Signal(syscall.SIGTERM))
 	is.NoErr(cmd.Wait())
 }
+
+// A reload that changes [dns] brings a new DNS list client: a resolver
+// fixed in the file is used without a restart.
+func TestReloadDNSSettings(t *testing.T) {
+	is := is.New(t)
+	dnsAddr := startDNS(t, map[string]string{"9.2.0.192.bl.test.": "127.0.0.2", "2.0.0.127.bl.test.": "127.0.0.2"})
+	lists := "[dns_blacklist]\nenabled = true\nsites = [\"bl.test\"]\naction = \"reject\"\n"
+	ls := startLive(t, lists) // resolver 127.0.0.1:1: nothing answers
+	is.Equal(ls.ask(t, "192.0.2.9"), "action=DUNNO") // a DNS failure never refuses
+
+	text := strings.Replace(configText(ls.dir, lists), `resolver = "127.0.0.1:1"`, fmt.Sprintf("resolver = %q", dnsAddr), 1)
+	writeFile(t, ls.cfgPath, text)
+	ls.hup <- struct{}{}
+	waitFor(t, "the new resolver", func() bool {
+		return ls.ask(t, "192.0.2.9") == "action=550 5.7.1 Your host 192.0.2.9 was found in a DNS blacklist."
+	})
+	waitFor(t, "the log line", func() bool { return strings.Contains(ls.stderr.String(), "DNS list client restarted") })
+	is.Equal(ls.stop(), 0)
+}

@@ -31,6 +31,9 @@ type reloader struct {
 	level    *slog.LevelVar
 	sessions *logfile.File
 	fail2ban *logfile.File
+	// newDNS, when set, builds and starts the DNS list client of a
+	// configuration whose [dns] settings changed.
+	newDNS func(cfg *rules.Config) error
 	// done, when set, receives the result of each reload (tests).
 	done chan<- error
 }
@@ -144,6 +147,15 @@ func (r *reloader) apply() error {
 	for _, key := range restartKeys(old, cfg) {
 		r.log.Warn("setting changed but needs a restart to take effect", slog.String("key", key))
 	}
+	if d1, d2 := old.DNS, cfg.DNS; r.newDNS != nil && (d1.Resolver != d2.Resolver || d1.Timeout != d2.Timeout ||
+		d1.MinTTL != d2.MinTTL || d1.MaxTTL != d2.MaxTTL || d1.CacheEntries != d2.CacheEntries) {
+		// A new client, with an empty cache; probes start again.
+		if err := r.newDNS(cfg); err != nil {
+			r.log.Error("the new [dns] settings cannot be used; the running DNS client stays", slog.Any("error", err))
+		} else {
+			r.log.Info("DNS list client restarted with the new [dns] settings")
+		}
+	}
 	for _, warn := range cfg.Warnings {
 		r.log.Warn("configuration: " + warn)
 	}
@@ -164,7 +176,7 @@ func (r *reloader) apply() error {
 }
 
 // restartKeys names the settings that differ and are only read at start:
-// listeners, the DNS client and the log format.
+// listeners and the log format.
 func restartKeys(old, cfg *rules.Config) []string {
 	var keys []string
 	diff := func(key string, changed bool) {
@@ -178,9 +190,6 @@ func restartKeys(old, cfg *rules.Config) []string {
 	diff("server.socket_mode", old.Server.SocketMode != cfg.Server.SocketMode)
 	diff("server.idle_timeout (milter)", old.Server.IdleTimeout != cfg.Server.IdleTimeout && len(cfg.Server.Milter) > 0)
 	diff("log.format", old.Log.Format != cfg.Log.Format)
-	d1, d2 := old.DNS, cfg.DNS
-	d1.ProbeInterval, d2.ProbeInterval = 0, 0 // applied live
-	diff("dns", d1 != d2)
 	return keys
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/smtp-interceptor/smtp-interceptor/milter"
 	"github.com/smtp-interceptor/smtp-interceptor/policy"
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
+	"github.com/smtp-interceptor/smtp-interceptor/rules/dnsclient"
 )
 
 // drainTimeout bounds how long serve waits for in-flight requests after
@@ -176,14 +177,23 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	probes := &prober{parent: ctx, engine: engine}
+	defer probes.stop()
 	if client != nil {
-		wg.Go(func() {
-			client.RunProber(ctx, func() []string { return dnsZones(engine.Config()) },
-				func() time.Duration { return engine.Config().DNS.ProbeInterval })
-		})
+		probes.start(client)
 	}
 	rl := &reloader{path: o.path, engine: engine, counters: counters, log: log, level: level,
-		sessions: sessions, fail2ban: f2b, done: o.reloaded}
+		sessions: sessions, fail2ban: f2b, done: o.reloaded,
+		newDNS: func(cfg *rules.Config) error {
+			c, err := newDNSClient(cfg, counters, log)
+			if err != nil {
+				return err
+			}
+			counters.ClearSuspended()
+			engine.SetDNS(c)
+			probes.start(c)
+			return nil
+		}}
 	wg.Go(func() { rl.run(ctx, o.hup, o.usr1) })
 
 	psrv := policy.New(engine, policy.Options{Logger: log})
@@ -245,4 +255,38 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	wg.Wait()
 	log.Info("stopped")
 	return failed
+}
+
+// prober runs the health probes of the DNS list client in use, and
+// restarts them when a reload brings a new client.
+type prober struct {
+	parent context.Context
+	engine *rules.Engine
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// start stops the probes of the previous client, if any, and probes c.
+func (p *prober) start(c *dnsclient.Client) {
+	p.stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ctx, cancel := context.WithCancel(p.parent)
+	p.cancel = cancel
+	p.wg.Go(func() {
+		c.RunProber(ctx, func() []string { return dnsZones(p.engine.Config()) },
+			func() time.Duration { return p.engine.Config().DNS.ProbeInterval })
+	})
+}
+
+// stop ends the probes and waits for them.
+func (p *prober) stop() {
+	p.mu.Lock()
+	if p.cancel != nil {
+		p.cancel()
+		p.cancel = nil
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
