@@ -312,7 +312,7 @@ func TestReloadDNSSettings(t *testing.T) {
 	is := is.New(t)
 	dnsAddr := startDNS(t, map[string]string{"9.2.0.192.bl.test.": "127.0.0.2", "2.0.0.127.bl.test.": "127.0.0.2"})
 	lists := "[dns_blacklist]\nenabled = true\nsites = [\"bl.test\"]\naction = \"reject\"\n"
-	ls := startLive(t, lists) // resolver 127.0.0.1:1: nothing answers
+	ls := startLive(t, lists)                        // resolver 127.0.0.1:1: nothing answers
 	is.Equal(ls.ask(t, "192.0.2.9"), "action=DUNNO") // a DNS failure never refuses
 
 	text := strings.Replace(configText(ls.dir, lists), `resolver = "127.0.0.1:1"`, fmt.Sprintf("resolver = %q", dnsAddr), 1)
