@@ -1,0 +1,87 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
+)
+
+// traffic runs known sessions through an engine: a private blacklist hit,
+// a DNSBL hit (twice from one IP), a DNSWL hit, a DNS error.
+func traffic(t *testing.T) *rules.Counters {
+	t.Helper()
+	cfg, err := rules.Parse("", `
+[private_blacklist]
+enabled = true
+hosts = ["203.0.113.0/24"]
+[dns_whitelist]
+enabled = true
+sites = ["wl.test"]
+[dns_blacklist]
+enabled = true
+sites = ["bl.test"]
+action = "reject"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := rules.NewMemoryDNS()
+	a := netip.MustParseAddr
+	dns.Set("bl.test", a("192.0.2.7"), "", a("127.0.0.2"))
+	dns.Set("wl.test", a("192.0.2.8"), "", a("127.0.0.2"))
+	dns.Set("bl.test", a("192.0.2.9"), "", a("127.255.255.254"))
+	counters := new(rules.Counters)
+	counters.ObserveDNSQuery("bl.test", 3*time.Millisecond, nil)
+	counters.ConfigReload(false)
+	e := rules.NewEngine(cfg, rules.EngineOptions{DNS: dns, Counters: counters})
+	for _, ip := range []string{"203.0.113.5", "192.0.2.7", "192.0.2.7", "192.0.2.8", "192.0.2.9"} {
+		e.Connect(context.Background(), rules.NewSession(a(ip), ""))
+	}
+	return counters
+}
+
+func TestMetrics(t *testing.T) {
+	is := is.New(t)
+	counters := traffic(t)
+	srv := httptest.NewServer(Handler(NewRegistry(counters), counters))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/metrics")
+	is.NoErr(err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := string(body)
+	for _, want := range []string{
+		"smtp_interceptor_privatebl_hits_total 1",
+		"smtp_interceptor_privatewl_hits_total 0",
+		`smtp_interceptor_dnsbl_hits_total{site="bl.test"} 2`,
+		`smtp_interceptor_dnswl_hits_total{site="wl.test"} 1`,
+		`smtp_interceptor_dns_errors_total{site="bl.test"} 1`,
+		`smtp_interceptor_verdicts_total{action="reject",stage="connect"} 2`,
+		`smtp_interceptor_config_reloads_total{result="error"} 1`,
+		`smtp_interceptor_dns_query_duration_seconds_bucket{le="0.005"} 1`,
+		"Domino: SMTP.DNSBL.TotalHits and SMTP.DNSBL.<site>.TotalHits",
+		"Domino: SMTP.PrivateBL.TotalHits",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	is.True(!strings.Contains(m, "192.0.2.7")) // never a per-IP label
+
+	resp, err = srv.Client().Get(srv.URL + "/stats")
+	is.NoErr(err)
+	var st Stats
+	is.NoErr(json.NewDecoder(resp.Body).Decode(&st))
+	resp.Body.Close()
+	is.Equal(st.PrivateBlacklistHits, uint64(1))
+	is.Equal(st.Expanded[0], rules.ExpandedHit{Kind: rules.DNSBL, Site: "bl.test", IP: "192.0.2.7", Hits: 2}) // per IP, busiest first
+}
