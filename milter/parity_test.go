@@ -140,22 +140,30 @@ func parityEngine(t *testing.T, tt parityCase) *rules.Engine {
 	return rules.NewEngine(cfg, rules.EngineOptions{DNS: dns, Logger: testLogger(t)})
 }
 
+// serveLoopback serves on 127.0.0.1:0 and returns the address and a stop
+// function that shuts the server down.
+func serveLoopback(t *testing.T, serve func(net.Listener) error, shutdown func(context.Context) error) (string, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serve(ln)
+	return ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shutdown(ctx)
+	}
+}
+
 // runPolicy plays Postfix with check_policy_service in
 // smtpd_recipient_restrictions and smtpd_data_restrictions.
 func runPolicy(t *testing.T, tt parityCase) (replies, tags []string) {
 	t.Helper()
 	srv := policy.New(parityEngine(t, tt), policy.Options{Logger: testLogger(t)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	addr, stop := serveLoopback(t, srv.Serve, srv.Shutdown)
+	defer stop()
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,17 +215,9 @@ func runMilter(t *testing.T, tt parityCase) (replies, tags []string) {
 	t.Helper()
 	e := parityEngine(t, tt)
 	srv := New(e, Options{Logger: testLogger(t)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
-	ts := &testServer{network: "tcp", addr: ln.Addr().String()}
+	addr, stop := serveLoopback(t, srv.Serve, srv.Shutdown)
+	defer stop()
+	ts := &testServer{network: "tcp", addr: addr}
 	m := ts.session(t, map[string]string{macroClientAddr: tt.ip, macroClientName: tt.host})
 	defer m.s.Close() // before Shutdown, which waits for the MTA to hang up
 	if r := m.connect(tt.ip, tt.host); r != "" {

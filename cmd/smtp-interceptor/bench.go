@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -152,6 +153,20 @@ func (l *loadFlags) parse(args []string, stderr io.Writer) bool {
 // load returns connection i's request generator.
 func (l *loadFlags) load(i int) policyLoad {
 	return policyLoad{rng: rand.New(rand.NewPCG(*l.seed, uint64(i))), hit: *l.hit, hitPfx: l.hitPfx, conn: i, clients: *l.clients}
+}
+
+// drive runs conn on every connection at once, each for its share of -n,
+// and reports the merged result as unit; it returns the exit code.
+func (l *loadFlags) drive(w io.Writer, unit string, conn func(i, per int) benchReport) int {
+	per := *l.n / *l.conns
+	results := make([]benchReport, *l.conns)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range *l.conns {
+		wg.Go(func() { results[i] = conn(i, per) })
+	}
+	wg.Wait()
+	return l.report(w, unit, time.Since(start), results)
 }
 
 // report merges the connections' reports, prints the total and returns the

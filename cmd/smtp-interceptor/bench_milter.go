@@ -5,7 +5,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
@@ -19,39 +18,31 @@ func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !f.parse(args, stderr) {
 		return exitUsage
 	}
-	conns, n, network, address := f.conns, f.n, f.network, f.address
-	client := gomilter.NewClient(network, address,
+
+	client := gomilter.NewClient(f.network, f.address,
 		gomilter.WithActions(gomilter.AllClientSupportedActionMasks),
 		gomilter.WithReadTimeout(30*time.Second), gomilter.WithWriteTimeout(30*time.Second))
 
-	per := *n / *conns
-	results := make([]benchReport, *conns)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range *conns {
-		wg.Go(func() {
-			load := f.load(i)
-			rep := benchReport{outcomes: map[string]int{}, lat: make(latencies, 0, per)}
-			for range per {
-				if ctx.Err() != nil {
-					break
-				}
-				t0 := time.Now()
-				outcome, err := milterTransaction(client, &load)
-				if err != nil {
-					rep.errors++
-					rep.outcomes["error: "+firstWords(err.Error(), 6)]++
-					continue
-				}
-				rep.lat = append(rep.lat, time.Since(t0))
-				rep.n++
-				rep.outcomes[outcome]++
+	return f.drive(stdout, "transactions", func(i, per int) benchReport {
+		load := f.load(i)
+		rep := benchReport{outcomes: map[string]int{}, lat: make(latencies, 0, per)}
+		for range per {
+			if ctx.Err() != nil {
+				break
 			}
-			results[i] = rep
-		})
-	}
-	wg.Wait()
-	return f.report(stdout, "transactions", time.Since(start), results)
+			t0 := time.Now()
+			outcome, err := milterTransaction(client, &load)
+			if err != nil {
+				rep.errors++
+				rep.outcomes["error: "+firstWords(err.Error(), 6)]++
+				continue
+			}
+			rep.lat = append(rep.lat, time.Since(t0))
+			rep.n++
+			rep.outcomes[outcome]++
+		}
+		return rep
+	})
 }
 
 func firstWords(s string, n int) string {

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -21,18 +20,9 @@ func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !f.parse(args, stderr) {
 		return exitUsage
 	}
-	conns, n := f.conns, f.n
-	per := *n / *conns
-	results := make([]benchReport, *conns)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range *conns {
-		wg.Go(func() {
-			results[i] = benchPolicyConn(ctx, f.network, f.address, per, f.load(i))
-		})
-	}
-	wg.Wait()
-	return f.report(stdout, "requests", time.Since(start), results)
+	return f.drive(stdout, "requests", func(i, per int) benchReport {
+		return benchPolicyConn(ctx, f.network, f.address, per, f.load(i))
+	})
 }
 
 // policyLoad makes the requests of one connection: messages of one to

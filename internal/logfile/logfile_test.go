@@ -5,11 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
 func TestFile(t *testing.T) {
@@ -50,7 +51,7 @@ func TestFile(t *testing.T) {
 
 func TestBuffered(t *testing.T) {
 	is := is.New(t)
-	var mu syncBuf
+	var mu testutil.SyncBuffer
 	b := NewBuffered(&mu)
 	b.Write([]byte("one\n"))
 	is.Equal(mu.String(), "") // not yet written
@@ -63,11 +64,3 @@ func TestBuffered(t *testing.T) {
 	is.NoErr(b.Close())
 	is.Equal(mu.String(), "one\ntwo\n") // Close flushes the rest
 }
-
-type syncBuf struct {
-	m sync.Mutex
-	b bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.m.Lock(); defer s.m.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.m.Lock(); defer s.m.Unlock(); return s.b.String() }

@@ -7,7 +7,6 @@ package dnsclient
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
 // Query is one question the test server received.
@@ -282,17 +283,7 @@ func (c *FakeClock) Advance(d time.Duration) {
 }
 
 // NewTestLogger routes logs to t.Log.
-func NewTestLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+var NewTestLogger = testutil.Logger
 
 // QueryName exports queryName to the black-box tests.
 func QueryName(zone, ip string) string { return queryName(zone, netip.MustParseAddr(ip)) }

@@ -1,7 +1,6 @@
 package dnsclient
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -16,6 +15,8 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
 // suspensions records OnSuspend calls.
@@ -182,24 +183,6 @@ func TestSuspendAndRestore(t *testing.T) {
 	is.Equal(len(sus.get()), 2)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRunProber(t *testing.T) {
 	t.Run("probes at start and stops when ctx is cancelled", func(t *testing.T) {
 		is := is.New(t)
@@ -240,7 +223,7 @@ func TestRunProber(t *testing.T) {
 		f := NewFake()
 		f.List("bad.test", "127.0.0.1", "", "127.0.0.2")
 		addr, queries := StartServer(t, f)
-		var logs syncBuffer
+		var logs testutil.SyncBuffer
 		suspended := make(chan string, 10)
 		c := newTestClient(t, addr, Options{
 			Timeout: 5 * time.Second,
