@@ -94,6 +94,13 @@ type ServerConfig struct {
 	IdleTimeout        time.Duration
 	CheckAuthenticated bool
 	DelayReject        bool
+	// MaxConnections bounds the policy and milter connections open at
+	// once, all listeners together; 0 sizes it to the file descriptor
+	// limit.
+	MaxConnections int
+	// MaxConnectionsPerIP bounds the connections of one TCP peer address;
+	// 0 sets no bound.
+	MaxConnectionsPerIP int
 }
 
 // LogConfig is the [log] section.

@@ -187,15 +187,23 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		b.errorf("server.socket_mode", "invalid file mode %q: want octal permission bits such as \"0660\"", s.SocketMode)
 	}
 	cfg.Server = ServerConfig{
-		Policy:             s.Policy,
-		Milter:             s.Milter,
-		Metrics:            s.Metrics,
-		Hostname:           s.Hostname,
-		Allow:              allow,
-		SocketMode:         fs.FileMode(mode),
-		IdleTimeout:        b.duration("server.idle_timeout", s.IdleTimeout),
-		CheckAuthenticated: s.CheckAuthenticated,
-		DelayReject:        s.DelayReject,
+		Policy:              s.Policy,
+		Milter:              s.Milter,
+		Metrics:             s.Metrics,
+		Hostname:            s.Hostname,
+		Allow:               allow,
+		SocketMode:          fs.FileMode(mode),
+		IdleTimeout:         b.duration("server.idle_timeout", s.IdleTimeout),
+		CheckAuthenticated:  s.CheckAuthenticated,
+		DelayReject:         s.DelayReject,
+		MaxConnections:      s.MaxConnections,
+		MaxConnectionsPerIP: s.MaxConnectionsIP,
+	}
+	if s.MaxConnections < 0 {
+		b.errorf("server.max_connections", "must be 0 (sized to the file descriptor limit) or more, not %d", s.MaxConnections)
+	}
+	if s.MaxConnectionsIP < 0 {
+		b.errorf("server.max_connections_per_ip", "must be 0 (no limit) or more, not %d", s.MaxConnectionsIP)
 	}
 	if cfg.Server.Hostname == "" {
 		if h, err := os.Hostname(); err == nil {

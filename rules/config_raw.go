@@ -32,6 +32,8 @@ type rawServer struct {
 	IdleTimeout        string   `toml:"idle_timeout"`
 	CheckAuthenticated bool     `toml:"check_authenticated"`
 	DelayReject        bool     `toml:"delay_reject"`
+	MaxConnections     int      `toml:"max_connections"`
+	MaxConnectionsIP   int      `toml:"max_connections_per_ip"`
 }
 
 type rawLog struct {
