@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -157,10 +156,7 @@ func TestExplainUsage(t *testing.T) {
 // TestBinary runs the built command, as an administrator would.
 func TestBinary(t *testing.T) {
 	is := is.New(t)
-	bin := filepath.Join(t.TempDir(), "smtp-interceptor")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	is.NoErr(build.Run())
+	bin := testBinary(t)
 
 	out, err := exec.Command(bin, "check", "-c", fullConfig).CombinedOutput()
 	is.NoErr(err)

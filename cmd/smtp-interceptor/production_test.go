@@ -271,10 +271,7 @@ func (p *policyClient) rcpt(ip, helo, instance, rcpt string) string {
 // binary.
 func TestSignalsOnTheBinary(t *testing.T) {
 	is := is.New(t)
-	bin := filepath.Join(t.TempDir(), "smtp-interceptor")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	is.NoErr(build.Run())
+	bin := testBinary(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "bl.txt"), "192.0.2.66\n")
 	cfgPath := filepath.Join(dir, "config.toml")

@@ -114,10 +114,7 @@ func TestServeBindError(t *testing.T) {
 // would.
 func TestServeBinarySIGTERM(t *testing.T) {
 	is := is.New(t)
-	bin := filepath.Join(t.TempDir(), "smtp-interceptor")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	is.NoErr(build.Run())
+	bin := testBinary(t)
 	cfg, sock := writeConfig(t, "")
 	cmd := exec.Command(bin, "serve", "-c", cfg)
 	var stderr syncBuffer
