@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -27,11 +29,31 @@ type testServer struct {
 	network string
 	addr    string
 	done    chan error
+	logs    *testutil.SyncBuffer // the server's log, as text lines
+}
+
+// serverSetup changes what startMilterWith builds.
+type serverSetup struct {
+	// dns replaces the engine's DNS lists (ts.dns then goes unused).
+	dns rules.DNSLists
+	// opts are the server options; Logger is always set by the helper.
+	opts Options
+	// logOut, when set, takes the server's log instead of the test log
+	// and ts.logs (the fuzz target keeps its log out of memory), from
+	// level logLevel up.
+	logOut   io.Writer
+	logLevel slog.Level
 }
 
 // startMilter starts a milter for config text on "tcp" (127.0.0.1:0) or
 // "unix" (a socket in a temporary directory); it stops with the test.
 func startMilter(t testing.TB, network, config string) *testServer {
+	t.Helper()
+	return startMilterWith(t, network, config, serverSetup{})
+}
+
+// startMilterWith is startMilter with the choices of setup.
+func startMilterWith(t testing.TB, network, config string, setup serverSetup) *testServer {
 	t.Helper()
 	if strings.Contains(config, "[server]") {
 		config = strings.Replace(config, "[server]", "[server]\nhostname = \"relay.test\"", 1)
@@ -43,8 +65,20 @@ func startMilter(t testing.TB, network, config string) *testServer {
 		t.Fatalf("config: %v", err)
 	}
 	dns := rules.NewMemoryDNS()
-	engine := rules.NewEngine(cfg, rules.EngineOptions{DNS: dns, Logger: testLogger(t)})
-	ts := &testServer{srv: New(engine, Options{Logger: testLogger(t)}), engine: engine, dns: dns, network: network, done: make(chan error, 1)}
+	var lists rules.DNSLists = dns
+	if setup.dns != nil {
+		lists = setup.dns
+	}
+	logs := new(testutil.SyncBuffer)
+	out, level := io.MultiWriter(logs, testLogWriter{t}), slog.LevelDebug
+	if setup.logOut != nil {
+		out, level = setup.logOut, setup.logLevel
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+	engine := rules.NewEngine(cfg, rules.EngineOptions{DNS: lists, Logger: log})
+	opts := setup.opts
+	opts.Logger = log
+	ts := &testServer{srv: New(engine, opts), engine: engine, dns: dns, network: network, done: make(chan error, 1), logs: logs}
 	var ln net.Listener
 	if network == "unix" {
 		ts.addr = filepath.Join(t.TempDir(), "milter.sock")
@@ -68,6 +102,27 @@ func startMilter(t testing.TB, network, config string) *testServer {
 		}
 	})
 	return ts
+}
+
+// testLogWriter writes log lines to the test log.
+type testLogWriter struct{ t testing.TB }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// logLines returns the lines of the server's log at level (e.g. "WARN")
+// whose text contains substr.
+func (ts *testServer) logLines(level, substr string) []string {
+	var out []string
+	for _, l := range strings.Split(ts.logs.String(), "\n") {
+		if strings.Contains(l, "level="+level+" ") && strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // mta plays Postfix: it opens a milter session with the macros Postfix

@@ -1,9 +1,7 @@
 package milter
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -239,35 +237,6 @@ func TestClientDisconnectsAndManyConnections(t *testing.T) {
 		t.Error(err)
 	}
 	waitFor(t, "milter goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
-}
-
-func TestShutdownDrains(t *testing.T) {
-	is := is.New(t)
-	ts := startMilter(t, "tcp", "")
-	m := ts.session(t, postfixMacros("192.0.2.1", "unknown"))
-	is.Equal(m.connect("192.0.2.1", "unknown"), "")
-	is.Equal(m.helo("x.example"), "")
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut <- ts.srv.Shutdown(ctx)
-	}()
-	waitFor(t, "the listener to close", func() bool {
-		c, err := net.DialTimeout("tcp", ts.addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
-	// The session in progress is served to its end.
-	is.Equal(m.mail("a@example.com"), "")
-	is.Equal(m.rcpt("b@domino.test"), "")
-	is.Equal(m.data(), "")
-	res, _ := m.message()
-	is.Equal(res, "")
-	m.s.Close()
-	is.NoErr(<-shut)
 }
 
 func TestAllowList(t *testing.T) {

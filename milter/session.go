@@ -36,7 +36,8 @@ func newSession(s *Server) *session { return &session{srv: s} }
 
 // NewConnection starts (or, when the MTA reuses the connection, restarts)
 // the SMTP session.
-func (m *session) NewConnection(mod gomilter.Modifier) error {
+func (m *session) NewConnection(mod gomilter.Modifier) (err error) {
+	defer m.recoverPanic("new connection", nil, &err)
 	if m.sess != nil {
 		m.srv.engine.EndMessage(m.sess)
 	}
@@ -68,7 +69,8 @@ func (m *session) macro(mod gomilter.Modifier, name string) (string, bool) {
 // Their refusal is given here only with [server] delay_reject = false;
 // otherwise the engine repeats it at every later stage, so a client that
 // authenticates after EHLO is not refused for its address.
-func (m *session) Connect(host, family string, port uint16, addr string, mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) Connect(host, family string, port uint16, addr string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("connect", &resp, &err)
 	ipText := addr
 	if v, ok := m.macro(mod, macroClientAddr); ok && v != "" {
 		ipText = v
@@ -99,7 +101,8 @@ func (m *session) ensure() {
 
 // Helo runs the HELO/EHLO controls. The milter protocol does not tell HELO
 // from EHLO.
-func (m *session) Helo(name string, mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) Helo(name string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("helo", &resp, &err)
 	m.ensure()
 	v := m.srv.engine.Helo(context.Background(), m.sess, "HELO", name)
 	return response(&v)
@@ -107,7 +110,8 @@ func (m *session) Helo(name string, mod gomilter.Modifier) (*gomilter.Response, 
 
 // MailFrom starts a transaction and runs the connect-time refusal (if
 // any, and not exempt by authentication) and the MAIL FROM controls.
-func (m *session) MailFrom(from, esmtpArgs string, mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) MailFrom(from, esmtpArgs string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("mail", &resp, &err)
 	m.ensure()
 	m.resetMessage()
 	if id, ok := m.macro(mod, macroQueueID); ok && id != "" {
@@ -119,14 +123,16 @@ func (m *session) MailFrom(from, esmtpArgs string, mod gomilter.Modifier) (*gomi
 }
 
 // RcptTo runs the recipient controls for one recipient.
-func (m *session) RcptTo(rcpt, esmtpArgs string, mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) RcptTo(rcpt, esmtpArgs string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("rcpt", &resp, &err)
 	m.ensure()
 	v := m.srv.engine.Rcpt(context.Background(), m.sess, rcpt)
 	return response(&v)
 }
 
 // Data runs the DATA command control.
-func (m *session) Data(mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) Data(mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("data", &resp, &err)
 	m.ensure()
 	v := m.srv.engine.Data(context.Background(), m.sess)
 	return response(&v)
@@ -134,7 +140,8 @@ func (m *session) Data(mod gomilter.Modifier) (*gomilter.Response, error) {
 
 // Header notes copies of our own headers that came with the message, to
 // remove them at end of message, so a sender cannot forge a tag.
-func (m *session) Header(name, value string, mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) Header(name, value string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("header", &resp, &err)
 	if m.seen == nil {
 		m.seen = make(map[string]int)
 	}
@@ -155,7 +162,9 @@ func (m *session) isForged(lowerName, value string) bool {
 	case strings.ToLower(cfg.Tags.DNSBLHeader), strings.ToLower(cfg.Tags.DNSWLHeader):
 		return true
 	case "authentication-results":
-		id, _, _ := authres.Parse(value)
+		// Whatever follows the id: a field that starts with our id is
+		// removed even when the rest of it does not parse.
+		id, _, _ := parseAuthservID(value)
 		return id != "" && strings.EqualFold(strings.TrimSuffix(id, "."), strings.TrimSuffix(cfg.Server.Hostname, "."))
 	}
 	return false
@@ -163,7 +172,8 @@ func (m *session) isForged(lowerName, value string) bool {
 
 // EndOfMessage removes forged headers and adds the tag headers and the
 // RFC 8904 Authentication-Results header.
-func (m *session) EndOfMessage(mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("end of message", &resp, &err)
 	m.ensure()
 	if id, ok := mod.GetEx(macroQueueID); ok && id != "" {
 		m.sess.ID = id
@@ -212,7 +222,7 @@ func (m *session) authResults() string {
 	if len(r.DNSWL.Answers) > 0 {
 		params["policy.ip"] = r.DNSWL.Answers[0].String()
 	}
-	if txt := printable(r.DNSWL.TXT); txt != "" {
+	if txt := policyText(r.DNSWL.TXT); txt != "" {
 		params["policy.txt"] = txt
 	}
 	return authres.Format(cfg.Server.Hostname, []authres.Result{
@@ -220,20 +230,10 @@ func (m *session) authResults() string {
 	})
 }
 
-// printable drops control characters from text a DNS list sent, so it
-// cannot break the header.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
-}
-
 // Abort ends the current message (recording a refused one); the
 // connection's state stays.
-func (m *session) Abort(mod gomilter.Modifier) error {
+func (m *session) Abort(mod gomilter.Modifier) (err error) {
+	defer m.recoverPanic("abort", nil, &err)
 	if m.sess != nil {
 		m.srv.engine.EndMessage(m.sess)
 	}
@@ -244,13 +244,16 @@ func (m *session) Abort(mod gomilter.Modifier) error {
 // Cleanup ends the session: a session refused before it sent a message is
 // recorded now.
 func (m *session) Cleanup(mod gomilter.Modifier) {
+	var err error
+	defer m.recoverPanic("cleanup", nil, &err) // go-milter closes the connection anyway
 	if m.sess != nil {
 		m.srv.engine.EndMessage(m.sess)
 	}
 }
 
 // Unknown runs the command controls for a command the MTA does not know.
-func (m *session) Unknown(cmd string, mod gomilter.Modifier) (*gomilter.Response, error) {
+func (m *session) Unknown(cmd string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.recoverPanic("unknown", &resp, &err)
 	m.ensure()
 	verb, _, _ := strings.Cut(strings.TrimSpace(cmd), " ")
 	v := m.srv.engine.Command(context.Background(), m.sess, verb)

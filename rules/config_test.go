@@ -157,6 +157,7 @@ func TestConfigErrors(t *testing.T) {
 		{"%d", "[dns_blacklist]\nmessage = \"host %d\"", "dns_blacklist.message", 2, "format verb %d"},
 		{"lone %", "[helo]\nmessage = \"100%\"", "helo.message", 2, "lone %"},
 		{"empty message", "[mail_from]\nmessage = \"\"", "mail_from.message", 2, "empty"},
+		{"reply line too long", "[helo]\nmessage = \"" + strings.Repeat("x", 480) + " %s\"", "helo.message", 2, "at most 500"},
 		{"bad site", "[dns_blacklist]\nsites = [\"bl.test=127.0.0.[2..\"]", "dns_blacklist.sites", 2, "bl.test"},
 		{"duplicate site", "[dns_blacklist]\nsites = [\"bl.test\", \"bl.test\"]", "dns_blacklist.sites", 2, "listed twice"},
 		{"bad address", "[mail_from]\ndeny = [\"user@\"]", "mail_from.deny", 2, "user@"},

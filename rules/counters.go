@@ -20,11 +20,24 @@ type Counters struct {
 	verdicts             [numStages][numActions]atomic.Uint64
 	controls             sync.Map // Control -> *atomic.Uint64: times a control fired
 	sites                sync.Map // siteKey -> *SiteCounters
-	suspended            sync.Map // zone -> *atomic.Bool
+	suspended            sync.Map // zone -> *zoneSuspension
 	dnsLatency           Histogram
 	reloadsOK            atomic.Uint64
 	reloadsFailed        atomic.Uint64
 	expanded             expandedStats
+	now                  func() time.Time // nil: time.Now
+}
+
+// SetClock sets the clock that times suspensions (SetSuspended,
+// SuspendedSince); nil means time.Now. Call it before the counters are
+// used.
+func (c *Counters) SetClock(now func() time.Time) { c.now = now }
+
+func (c *Counters) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // SetExpandedLimit bounds the expanded statistics table (default
@@ -150,24 +163,93 @@ func (c *Counters) ObserveDNSQuery(zone string, d time.Duration, err error) {
 	c.dnsLatency.Observe(d)
 }
 
-// SetSuspended records whether a DNS list zone is suspended by its health
-// probes (dnsclient.Options.OnSuspend).
-func (c *Counters) SetSuspended(zone string, suspended bool) {
-	v, ok := c.suspended.Load(zone)
-	if !ok {
-		v, _ = c.suspended.LoadOrStore(zone, new(atomic.Bool))
-	}
-	v.(*atomic.Bool).Store(suspended)
+// zoneSuspension is one DNS list zone's suspension state and when it
+// last changed.
+type zoneSuspension struct {
+	mu        sync.Mutex
+	suspended bool
+	since     time.Time // start of the last suspension; zero if never
+	restored  time.Time // end of the last suspension; zero if never
 }
 
-// ClearSuspended forgets every suspension, for a new DNS client whose own
-// probes will report again.
-func (c *Counters) ClearSuspended() {
-	c.suspended.Range(func(_, v any) bool {
-		v.(*atomic.Bool).Store(false)
+func (c *Counters) suspension(zone string) *zoneSuspension {
+	v, ok := c.suspended.Load(zone)
+	if !ok {
+		v, _ = c.suspended.LoadOrStore(zone, new(zoneSuspension))
+	}
+	return v.(*zoneSuspension)
+}
+
+// SetSuspended records whether a DNS list zone is suspended
+// (dnsclient.Options.OnSuspend), and when: a suspension's start and end
+// are kept for SuspendedSince. Repeating the current state changes
+// nothing.
+func (c *Counters) SetSuspended(zone string, suspended bool) {
+	z := c.suspension(zone)
+	now := c.clock()
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	switch {
+	case suspended && !z.suspended:
+		z.since = now
+	case !suspended && z.suspended:
+		z.restored = now
+	}
+	z.suspended = suspended
+}
+
+// Suspended reports whether zone is suspended now.
+func (c *Counters) Suspended(zone string) bool {
+	v, ok := c.suspended.Load(zone)
+	if !ok {
+		return false
+	}
+	z := v.(*zoneSuspension)
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.suspended
+}
+
+// SuspendedSince reports whether zone was suspended at any time from t
+// until now: it is suspended now, or its last suspension started or ended
+// at t or later. The fail2ban log asks it before writing a DNS blacklist
+// refusal it held, so that a refusal by a list found broken a moment
+// later bans nobody.
+func (c *Counters) SuspendedSince(zone string, t time.Time) bool {
+	v, ok := c.suspended.Load(zone)
+	if !ok {
+		return false
+	}
+	z := v.(*zoneSuspension)
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.suspended || !z.since.IsZero() && !z.since.Before(t) || !z.restored.IsZero() && !z.restored.Before(t)
+}
+
+// SuspendedZones returns the zones suspended now, sorted: what a DNS
+// client built by a reload takes as dnsclient.Options.InitialSuspended.
+func (c *Counters) SuspendedZones() []string {
+	var out []string
+	c.suspended.Range(func(k, v any) bool {
+		z := v.(*zoneSuspension)
+		z.mu.Lock()
+		if z.suspended {
+			out = append(out, k.(string))
+		}
+		z.mu.Unlock()
 		return true
 	})
+	sort.Strings(out)
+	return out
 }
+
+// ClearSuspended used to forget every suspension when a reload built a new
+// DNS client; that wiped the state of lists known to be broken. It now
+// keeps every suspension and its times, and does nothing.
+//
+// Deprecated: a new client inherits the suspensions instead
+// (dnsclient.Options.InitialSuspended = SuspendedZones()); do not call it.
+func (c *Counters) ClearSuspended() {}
 
 // Snapshot is a point-in-time copy of the counters.
 type Snapshot struct {
@@ -179,8 +261,13 @@ type Snapshot struct {
 	Controls             map[string]uint64 `json:"controls"`
 	Verdicts             []VerdictCount    `json:"verdicts"`
 	Sites                []SiteSnapshot    `json:"sites"`
-	// Suspended lists the DNS list zones suspended by health probes.
-	Suspended  []string          `json:"suspended"`
+	// Suspended lists the DNS list zones suspended now (by their health
+	// probe or their hit rate), sorted.
+	Suspended []string `json:"suspended"`
+	// Zones lists every DNS list zone known (counted as a site, or ever
+	// reported by SetSuspended) with its state, sorted by zone: what the
+	// dns_site_suspended gauge reports, 0 or 1.
+	Zones      []ZoneSnapshot    `json:"zones"`
 	DNSLatency HistogramSnapshot `json:"dns_latency"`
 	// ConfigReloads counts reloads by result: "ok" and "error".
 	ConfigReloads map[string]uint64 `json:"config_reloads"`
@@ -191,6 +278,14 @@ type VerdictCount struct {
 	Stage  Stage  `json:"stage"`
 	Action Action `json:"action"`
 	Count  uint64 `json:"count"`
+}
+
+// ZoneSnapshot is one DNS list zone's suspension state.
+type ZoneSnapshot struct {
+	Zone      string `json:"zone"`
+	Suspended bool   `json:"suspended"`
+	// LastSuspended is when its last suspension started; zero if never.
+	LastSuspended time.Time `json:"last_suspended,omitzero"`
 }
 
 // SiteSnapshot is one DNS list site's counters.
@@ -229,13 +324,26 @@ func (c *Counters) Snapshot() Snapshot {
 		s.Sites = append(s.Sites, SiteSnapshot{Kind: key.kind, Site: key.zone, Hits: sc.Hits.Load(), Errors: sc.Errors.Load(), Queries: sc.Queries.Load()})
 		return true
 	})
+	zones := map[string]ZoneSnapshot{}
+	for _, site := range s.Sites {
+		zones[site.Site] = ZoneSnapshot{Zone: site.Site}
+	}
 	c.suspended.Range(func(k, v any) bool {
-		if v.(*atomic.Bool).Load() {
-			s.Suspended = append(s.Suspended, k.(string))
+		z := v.(*zoneSuspension)
+		z.mu.Lock()
+		zs := ZoneSnapshot{Zone: k.(string), Suspended: z.suspended, LastSuspended: z.since}
+		z.mu.Unlock()
+		zones[zs.Zone] = zs
+		if zs.Suspended {
+			s.Suspended = append(s.Suspended, zs.Zone)
 		}
 		return true
 	})
 	sort.Strings(s.Suspended)
+	for _, zs := range zones {
+		s.Zones = append(s.Zones, zs)
+	}
+	sort.Slice(s.Zones, func(i, j int) bool { return s.Zones[i].Zone < s.Zones[j].Zone })
 	s.DNSLatency = c.dnsLatency.snapshot()
 	sort.Slice(s.Sites, func(i, j int) bool {
 		if s.Sites[i].Kind != s.Sites[j].Kind {

@@ -263,5 +263,19 @@ func validateMessage(msg string) error {
 		}
 		i++
 	}
+	// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its
+	// code and CRLF. The longest reply is "550 5.7.1 " + text + CRLF, with
+	// %s replaced by the longest client address, a full IPv6 address.
+	if n := len(msg) + verbs*(maxIPText-2); n > maxReplyText {
+		return fmt.Errorf("message is %d characters long (with %%s as the longest IPv6 address); an SMTP reply line holds at most %d", n, maxReplyText)
+	}
 	return nil
 }
+
+// maxReplyText is the longest reply text that fits RFC 5321's 512-octet
+// reply line after "550 5.7.1 " and before CRLF; maxIPText is the longest
+// text form of a client address ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff").
+const (
+	maxReplyText = 512 - len("550 5.7.1 ") - len("\r\n")
+	maxIPText    = 39
+)

@@ -40,6 +40,10 @@ Run "smtp-interceptor <command> -h" for a command's flags.
 `
 
 func main() {
+	// A log reader that goes away (a closed pipe on standard error) must
+	// not kill the server: writes then fail with EPIPE, as Postfix ignores
+	// SIGPIPE too.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -217,7 +217,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	}
 	var hsrv *http.Server
 	if metricsLn != nil {
-		hsrv = &http.Server{Handler: metrics.Handler(metrics.NewRegistry(counters), counters), ReadHeaderTimeout: 10 * time.Second}
+		hsrv = metricsServer(metrics.Handler(metrics.NewRegistry(counters), counters))
 		log.Info("metrics listening", slog.String("addr", metricsLn.Addr().String()))
 		wg.Go(func() {
 			if err := hsrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -289,4 +289,13 @@ func (p *prober) stop() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// metricsServer returns the HTTP server of the metrics listener, with
+// timeouts so that an idle or slow scraper cannot hold a connection for
+// ever; WriteTimeout leaves room for a 90-second CPU profile.
+func metricsServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h,
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 }

@@ -7,54 +7,22 @@
 // Client-supplied text in the reason is escaped (control characters, '['
 // and ']', non-ASCII as \xNN), so a crafted HELO or address can never make
 // a line that names another IP in brackets.
+//
+// A refusal by a DNS blacklist is held for a while (Options.DNSBLDelay)
+// before it is written, and dropped if its list was suspended meanwhile:
+// a list that starts listing the world refuses clients until its hit rate
+// or its health probe suspends it, and those clients must not be banned.
+// Every other refusal is written at once. A held line keeps the time of
+// its refusal, which is the time fail2ban reads.
 package fail2ban
 
 import (
-	"log/slog"
 	"strings"
 	"time"
-
-	"github.com/smtp-interceptor/smtp-interceptor/internal/logfile"
-	"github.com/smtp-interceptor/smtp-interceptor/rules"
 )
 
 // TimeLayout is Domino's console timestamp.
 const TimeLayout = "2006-01-02 15:04:05"
-
-// Observer writes a line for every refusal a client is given, once per
-// refusal: a connect-time or HELO refusal repeated at later commands is
-// written once.
-type Observer struct {
-	out *logfile.File
-	log *slog.Logger
-	now func() time.Time
-}
-
-var _ rules.Observer = (*Observer)(nil)
-
-// New returns an observer writing to out; now may be nil (time.Now).
-func New(out *logfile.File, log *slog.Logger, now func() time.Time) *Observer {
-	if now == nil {
-		now = time.Now
-	}
-	return &Observer{out: out, log: log, now: now}
-}
-
-// Verdict writes a line for a refusal.
-func (o *Observer) Verdict(s *rules.Session, v rules.Verdict) {
-	if !v.Action.Refuses() || v.Repeated || !s.ClientIP.IsValid() || !o.out.Enabled() {
-		return
-	}
-	if _, err := o.out.Write([]byte(Line(o.now(), s.ClientIP.String(), string(v.Control)+": "+v.Reason))); err != nil {
-		o.log.Error("fail2ban log: write", slog.Any("error", err))
-	}
-}
-
-// Message implements rules.Observer; the fail2ban log keeps refusals only.
-func (o *Observer) Message(*rules.MessageRecord) {}
-
-// MessagesWanted implements rules.Observer: never.
-func (o *Observer) MessagesWanted() bool { return false }
 
 // Line formats one log line (with its newline). ip is the client address
 // as the MTA reported it; reason is escaped.

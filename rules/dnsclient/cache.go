@@ -113,3 +113,16 @@ func (c *cache) len() int {
 	defer c.mu.Unlock()
 	return c.ll.Len()
 }
+
+// remove drops the answer cached for k, if any.
+func (c *cache) remove(k cacheKey) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.m[k]; ok {
+		c.ll.Remove(el)
+		delete(c.m, k)
+	}
+}

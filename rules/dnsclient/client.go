@@ -48,7 +48,8 @@ type Options struct {
 	// CacheEntries bounds the cache, least recently used answers going
 	// first; 0 turns the cache off.
 	CacheEntries int
-	// Now is the clock of the cache; nil means time.Now.
+	// Now is the clock of the cache, of the hit-rate window and of the
+	// holds (ResolverDownHold, ProbeRetryHold); nil means time.Now.
 	Now func() time.Time
 	// Logger receives probe results and debug details; nil discards.
 	Logger *slog.Logger
@@ -57,9 +58,16 @@ type Options struct {
 	// question), not for cache hits, with the zone, the latency and the
 	// error (nil on success, NXDOMAIN included). nil ignores them.
 	Observe func(zone string, d time.Duration, err error)
-	// OnSuspend is called when a health probe suspends (true) or restores
-	// (false) a zone. nil ignores them.
+	// OnSuspend is called when a zone is suspended (true: by a health
+	// probe or by the hit-rate rule) or restored (false: by a probe). A
+	// zone of InitialSuspended is not reported again. nil ignores them.
 	OnSuspend func(zone string, suspended bool)
+	// InitialSuspended are zones suspended from the start: the last
+	// verdict of the client this one replaces (its SuspendedZones), so
+	// that a configuration reload does not forget a known-bad list. They
+	// stay suspended until a probe passes; the first query of one starts
+	// its probe (and so does RunProber's first round).
+	InitialSuspended []string
 }
 
 // Client queries DNS lists through one recursive resolver, caches the
@@ -77,9 +85,18 @@ type Client struct {
 
 	cache  *cache
 	flight flight
+	health resolverHealth
 
-	suspendMu sync.Mutex                      // serializes writers of suspended
-	suspended atomic.Pointer[map[string]bool] // copied on write: read without a lock
+	zonesMu sync.Mutex                            // serializes writers of zones
+	zones   atomic.Pointer[map[string]*zoneState] // copied on write: read without a lock
+
+	// Probes run in goroutines the client owns: bgCtx ends them, bg
+	// waits for them (Close).
+	bgCtx  context.Context
+	stopBg context.CancelFunc
+	bgMu   sync.Mutex // guards closed and bg.Add
+	closed bool
+	bg     sync.WaitGroup
 }
 
 var _ rules.DNSLists = (*Client)(nil)
@@ -120,7 +137,16 @@ func New(opts Options) (*Client, error) {
 	}
 	c.udp = &dns.Client{Net: "udp", Timeout: c.timeout}
 	c.tcp = &dns.Client{Net: "tcp", Timeout: c.timeout}
-	c.suspended.Store(new(map[string]bool))
+	c.bgCtx, c.stopBg = context.WithCancel(context.Background())
+	zones := map[string]*zoneState{}
+	for _, name := range opts.InitialSuspended {
+		if name = normalizeZone(name); name != "" {
+			z := &zoneState{name: name}
+			z.state.Store(zoneSuspended)
+			zones[name] = z
+		}
+	}
+	c.zones.Store(&zones)
 	return c, nil
 }
 
@@ -152,8 +178,12 @@ func (c *Client) Server() string { return c.server }
 // Query implements [rules.DNSLists]: it returns zone's A records for ip
 // (empty when not listed) and, when listed, its TXT record. An error means
 // the list could not be asked: the zone is suspended (wrapping
-// [rules.ErrSiteSuspended]), the resolver answered an error rcode
-// ([*RcodeError]), or the network failed or timed out.
+// [rules.ErrSiteSuspended]), the resolver is down ([ErrResolverDown]), the
+// resolver answered an error rcode ([*RcodeError]), or the network failed
+// or timed out.
+//
+// A zone this client has not probed yet is probed before its first query
+// is answered (see Probe), so a list that lists the world is never used.
 //
 // Answers may come from the cache and are shared between callers: the
 // Addrs slice must not be modified.
@@ -163,21 +193,27 @@ func (c *Client) Query(ctx context.Context, zone string, ip netip.Addr) (rules.D
 	if zone == "" || !ip.IsValid() {
 		return rules.DNSAnswer{}, fmt.Errorf("dns list query: invalid zone %q or address %v", zone, ip)
 	}
-	if c.isSuspended(zone) {
-		return rules.DNSAnswer{}, fmt.Errorf("%s: %w", zone, rules.ErrSiteSuspended)
+	z := c.lookupZone(zone)
+	if z == nil {
+		z = c.zone(zone)
+	}
+	if z.state.Load() != zoneHealthy {
+		if err := c.admit(ctx, z); err != nil {
+			return rules.DNSAnswer{}, err
+		}
 	}
 	k := cacheKey{zone: zone, ip: ip}
 	if ans, ok := c.cache.get(k, c.now()); ok {
 		return ans, nil
 	}
-	return c.miss(ctx, k)
+	return c.miss(ctx, k, z)
 }
 
 // miss looks k up on the network, joining the lookup in flight for k if
 // there is one. The lookup runs in its own goroutine with its own timeout:
 // a caller whose ctx ends returns at once, without cancelling it for the
 // others.
-func (c *Client) miss(ctx context.Context, k cacheKey) (rules.DNSAnswer, error) {
+func (c *Client) miss(ctx context.Context, k cacheKey, z *zoneState) (rules.DNSAnswer, error) {
 	c.flight.mu.Lock()
 	cl, ok := c.flight.calls[k]
 	if !ok {
@@ -189,7 +225,7 @@ func (c *Client) miss(ctx context.Context, k cacheKey) (rules.DNSAnswer, error) 
 		}
 		cl = &call{done: make(chan struct{})}
 		c.flight.calls[k] = cl
-		go c.fly(context.WithoutCancel(ctx), k, cl)
+		go c.fly(context.WithoutCancel(ctx), k, z, cl)
 	}
 	cl.waiters++
 	c.flight.mu.Unlock()
@@ -205,9 +241,11 @@ func (c *Client) miss(ctx context.Context, k cacheKey) (rules.DNSAnswer, error) 
 	}
 }
 
-// fly runs the shared lookup of k, caches a good answer and hands the
-// result to every waiter.
-func (c *Client) fly(ctx context.Context, k cacheKey, cl *call) {
+// fly runs the shared lookup of k, feeds the hit-rate rule, caches a good
+// answer and hands the result to every waiter. An answer of a zone
+// suspended while it was asked (by this very answer's trip, perhaps) is
+// neither cached nor returned: the waiters get rules.ErrSiteSuspended.
+func (c *Client) fly(ctx context.Context, k cacheKey, z *zoneState, cl *call) {
 	var (
 		ans rules.DNSAnswer
 		err error
@@ -222,11 +260,22 @@ func (c *Client) fly(ctx context.Context, k cacheKey, cl *call) {
 	// Worst case: A and TXT, each over UDP then TCP.
 	ctx, cancel := context.WithTimeout(ctx, 4*c.timeout)
 	defer cancel()
+	gen := z.gen.Load()
 	var ttl time.Duration
 	ans, ttl, err = c.lookup(ctx, k)
-	if err == nil && ttl > 0 {
+	if err != nil {
 		// Error answers are never cached: the next lookup asks again.
+		return
+	}
+	c.observeLookup(z, k.ip, len(ans.Addrs) > 0)
+	if ttl > 0 && z.gen.Load() == gen {
 		c.cache.add(k, ans, c.now().Add(ttl))
+	}
+	// A suspension bumps gen before it purges the cache: an answer added
+	// after that purge is removed here.
+	if z.gen.Load() != gen {
+		c.cache.remove(k)
+		ans, err = rules.DNSAnswer{}, fmt.Errorf("%s: %w", k.zone, rules.ErrSiteSuspended)
 	}
 }
 
@@ -255,13 +304,19 @@ func (c *Client) lookup(ctx context.Context, k cacheKey) (rules.DNSAnswer, time.
 }
 
 // ask sends one question to the resolver and checks the response code:
-// NOERROR and NXDOMAIN are answers, any other code is an *RcodeError.
+// NOERROR and NXDOMAIN are answers, any other code is an *RcodeError. It
+// fails at once with ErrResolverDown while the resolver is marked down.
 func (c *Client) ask(ctx context.Context, zone, name string, qtype uint16) (*dns.Msg, error) {
+	trial, err := c.admitQuery()
+	if err != nil {
+		return nil, fmt.Errorf("query %s %s: %w", name, dns.TypeToString[qtype], err)
+	}
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype) // RD set: the resolver recurses for us
 	m.SetEdns0(ednsBufferSize, false)
 	start := time.Now()
 	r, err := c.exchange(ctx, m)
+	c.noteQuery(trial, err)
 	if err == nil && r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
 		err = &RcodeError{Rcode: r.Rcode}
 	}

@@ -30,6 +30,7 @@ func newTestClient(t testing.TB, addr string, opts Options) *Client {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(c.Close) // before the server stops: probes in flight end
 	return c
 }
 
@@ -247,7 +248,16 @@ func TestQuery(t *testing.T) {
 				is.Equal(ans.TXT, tt.wantTXT)
 				is.Equal(c.CacheLen(), 1)
 			}
-			is.Equal(queries.All(), tt.want)
+			// First the health probe of the zone, never probed by this
+			// client: both test entries, asked at once.
+			probes, others := queries.Split()
+			is.Equal(len(probes), 2)
+			is.True(probes[0].Name != probes[1].Name)
+			for _, q := range probes {
+				is.True(q.Name == "1.0.0.127.zen.test." || q.Name == "2.0.0.127.zen.test.")
+				is.Equal(q.Type, dns.TypeA)
+			}
+			is.Equal(others, tt.want)
 		})
 	}
 }
@@ -384,7 +394,8 @@ func TestCacheOff(t *testing.T) {
 		_, err := c.Query(context.Background(), zone, ip)
 		is.NoErr(err)
 	}
-	is.Equal(queries.Total(), 3)
+	is.Equal(queries.Of(queryName(zone, ip), dns.TypeA), 3) // asked every time
+	is.Equal(queries.Total(), 3+2)                          // and the zone probed once
 	is.Equal(c.CacheLen(), 0)
 }
 
@@ -524,5 +535,6 @@ func TestObserve(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	is.Equal(seen, []obs{{zone, false}, {zone, true}}) // A, then the failed TXT
+	// The probe's two questions, then A, then the failed TXT.
+	is.Equal(seen, []obs{{zone, false}, {zone, false}, {zone, false}, {zone, true}})
 }

@@ -17,5 +17,14 @@
 // 127.0.0.2 and does not list 127.0.0.1. A list that answers for 127.0.0.1
 // lists everyone, or refuses everyone with an error code; it is suspended,
 // and Query fails with [rules.ErrSiteSuspended] without asking it, until a
-// later probe passes.
+// later probe passes. A list is probed before this client first uses it,
+// then by RunProber every probe interval; between probes, a hit rate that
+// jumps (see HitRateWindow) suspends it at once and probes it. A client
+// that replaces another starts with its suspensions
+// (Options.InitialSuspended).
+//
+// A resolver that stops answering is marked down after ResolverDownAfter
+// consecutive timeouts: queries then fail at once with [ErrResolverDown]
+// instead of each waiting for the timeout, until one let through after
+// ResolverDownHold is answered.
 package dnsclient

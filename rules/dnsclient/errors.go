@@ -1,6 +1,7 @@
 package dnsclient
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/miekg/dns"
@@ -22,3 +23,12 @@ func (e *RcodeError) Error() string {
 	}
 	return "resolver answered " + name
 }
+
+// ErrResolverDown is the error (wrapped) of a query not sent because the
+// resolver is marked down: ResolverDownAfter consecutive queries timed out
+// and the hold (ResolverDownHold) has not ended. Detect it with errors.Is.
+// The engine counts it like any DNS error: the client is not listed.
+var ErrResolverDown = errors.New("dns resolver down: recent queries timed out")
+
+// errClosed is the error of a probe asked of a closed client.
+var errClosed = errors.New("dns client closed")

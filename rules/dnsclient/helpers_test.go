@@ -53,6 +53,25 @@ func (c *Counter) Total() int {
 	return len(c.qs)
 }
 
+// IsProbe reports whether a question's name is one of the RFC 5782 test
+// entries a health probe asks (127.0.0.1 and 127.0.0.2, in any zone).
+func IsProbe(name string) bool {
+	return strings.HasPrefix(name, "1.0.0.127.") || strings.HasPrefix(name, "2.0.0.127.")
+}
+
+// Split returns the questions of health probes and the others, each in
+// order.
+func (c *Counter) Split() (probes, others []Query) {
+	for _, q := range c.All() {
+		if IsProbe(q.Name) {
+			probes = append(probes, q)
+		} else {
+			others = append(others, q)
+		}
+	}
+	return probes, others
+}
+
 // Of returns how many questions of type qtype for name were received
 // (over any transport).
 func (c *Counter) Of(name string, qtype uint16) int {
@@ -161,6 +180,27 @@ type Fake struct {
 	// answers; NoSOA leaves it out.
 	SOATTL, SOAMin uint32
 	NoSOA          bool
+	// def, when set, answers every name not set (SetDefault); silent
+	// drops every question (SetSilent).
+	def    *Entry
+	silent bool
+}
+
+// SetDefault makes e the answer of every name not set; nil restores
+// NXDOMAIN. A default of Entry{A: []string{"127.0.0.2"}} lists the world,
+// 127.0.0.1 included.
+func (f *Fake) SetDefault(e *Entry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.def = e
+}
+
+// SetSilent makes the server drop every question (a dead resolver), or
+// answer again.
+func (f *Fake) SetSilent(silent bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.silent = silent
 }
 
 // NewFake returns a fake list server with a negative TTL of 300s.
@@ -204,8 +244,14 @@ func (f *Fake) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	f.mu.Lock()
 	e, known := f.entries[strings.ToLower(q.Name)]
-	soaTTL, soaMin, noSOA := f.SOATTL, f.SOAMin, f.NoSOA
+	if !known && f.def != nil {
+		e, known = *f.def, true
+	}
+	soaTTL, soaMin, noSOA, silent := f.SOATTL, f.SOAMin, f.NoSOA, f.silent
 	f.mu.Unlock()
+	if silent {
+		return
+	}
 
 	if e.Block != nil {
 		<-e.Block
@@ -287,6 +333,17 @@ var NewTestLogger = testutil.Logger
 
 // QueryName exports queryName to the black-box tests.
 func QueryName(zone, ip string) string { return queryName(zone, netip.MustParseAddr(ip)) }
+
+// Probing reports whether a probe of zone is in flight.
+func (c *Client) Probing(zone string) bool {
+	z := c.lookupZone(normalizeZone(zone))
+	if z == nil {
+		return false
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.probe != nil
+}
 
 // Waiting exports the number of callers waiting for a lookup in flight.
 func (c *Client) Waiting(zone string, ip netip.Addr) int { return c.waiting(zone, ip) }

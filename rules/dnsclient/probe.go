@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"runtime/debug"
 	"strings"
@@ -88,21 +87,56 @@ func joinAddrs(addrs []netip.Addr) string {
 // the cache, and updates its suspension: a zone that answers for
 // 127.0.0.1 is suspended, one that does not is restored. A zone that does
 // not list 127.0.0.2 only gets a warning. A probe that cannot ask the list
-// changes nothing.
+// changes nothing (the query path then waits ProbeRetryHold before it
+// probes the zone again).
+//
+// There is one probe per zone at a time: a caller arriving while one is in
+// flight (the prober, a query waiting to use a new zone, a hit-rate trip)
+// shares its result. The probe asks both test entries at once and is
+// bounded by the client timeout; ctx bounds only this caller's wait.
 func (c *Client) Probe(ctx context.Context, zone string) ProbeResult {
 	zone = normalizeZone(zone)
+	if zone == "" {
+		return ProbeResult{Err: fmt.Errorf("dns list probe: empty zone")}
+	}
+	z := c.zone(zone)
+	pc := c.startProbe(z)
+	select {
+	case <-pc.done:
+		return pc.res
+	case <-ctx.Done():
+		return ProbeResult{Zone: zone, Err: ctx.Err(), Suspended: z.state.Load() == zoneSuspended}
+	}
+}
+
+// probe runs one probe of z, records its verdict and reports it.
+func (c *Client) probe(ctx context.Context, z *zoneState) ProbeResult {
+	zone := z.name
 	res := ProbeResult{Zone: zone}
+	var (
+		test    []netip.Addr
+		testErr error
+		wg      sync.WaitGroup
+	)
+	wg.Go(func() {
+		defer func() {
+			if p := recover(); p != nil {
+				testErr = fmt.Errorf("probe of 127.0.0.2 panicked: %v", p)
+			}
+		}()
+		test, testErr = c.probeAddr(ctx, zone, testEntry)
+	})
 	local, err := c.probeAddr(ctx, zone, localhost)
-	var test []netip.Addr
+	wg.Wait()
 	if err == nil {
-		test, err = c.probeAddr(ctx, zone, testEntry)
+		err = testErr
 	}
 	if err != nil {
 		res.Err = err
-		res.Suspended = c.isSuspended(zone)
+		res.Suspended = c.probeFailed(z)
 		level := slog.LevelWarn
-		if ctx.Err() != nil {
-			level = slog.LevelDebug // shutting down
+		if c.bgCtx.Err() != nil {
+			level = slog.LevelDebug // closing
 		}
 		c.log.Log(ctx, level, "dns list probe failed, state unchanged",
 			slog.String("zone", zone), slog.Bool("suspended", res.Suspended), slog.String("error", err.Error()))
@@ -112,13 +146,16 @@ func (c *Client) Probe(ctx context.Context, zone string) ProbeResult {
 	res.ListsLocalhost = len(local) > 0
 	res.ListsTestEntry = len(test) > 0
 	res.Suspended = res.ListsLocalhost
-	changed := c.setSuspended(zone, res.Suspended)
+	v := c.setVerdict(z, res.Suspended)
 
 	switch {
 	case res.Suspended:
 		c.log.Error("dns list suspended: it answers for 127.0.0.1 (RFC 5782 test entry), queries to it are not sent until a probe passes",
 			slog.String("zone", zone), slog.String("answer", joinAddrs(local)), slog.String("probe", res.String()))
-	case changed:
+	case v.falseTrip:
+		c.log.Info("dns list restored: its probe passes, the hit-rate trip was a false alarm (a spam wave?); the hit-rate rule rests",
+			slog.String("zone", zone), slog.Duration("rest", v.rest))
+	case v.changed:
 		c.log.Info("dns list restored: its probe passes", slog.String("zone", zone))
 	default:
 		c.log.Debug("dns list probe", slog.String("zone", zone), slog.String("result", res.String()))
@@ -126,7 +163,7 @@ func (c *Client) Probe(ctx context.Context, zone string) ProbeResult {
 	if !res.ListsTestEntry {
 		c.log.Warn("dns list does not list its test entry 127.0.0.2 (RFC 5782): is the zone right?", slog.String("zone", zone))
 	}
-	if changed && c.onSuspend != nil {
+	if v.changed && c.onSuspend != nil {
 		c.onSuspend(zone, res.Suspended)
 	}
 	return res
@@ -140,43 +177,6 @@ func (c *Client) probeAddr(ctx context.Context, zone string, ip netip.Addr) ([]n
 	}
 	addrs, _ := aRecords(r)
 	return addrs, nil
-}
-
-// Suspended reports whether zone is suspended by its health probes.
-func (c *Client) Suspended(zone string) bool { return c.isSuspended(normalizeZone(zone)) }
-
-// isSuspended is Suspended for a normalized zone: an atomic load and a map
-// lookup, no lock.
-func (c *Client) isSuspended(zone string) bool {
-	m := *c.suspended.Load()
-	return m[zone]
-}
-
-// setSuspended records zone's state and reports whether it changed. A
-// zone being suspended loses its cached answers: they may have come from
-// the list while it misbehaved.
-func (c *Client) setSuspended(zone string, suspended bool) bool {
-	c.suspendMu.Lock()
-	old := *c.suspended.Load()
-	if old[zone] == suspended {
-		c.suspendMu.Unlock()
-		return false
-	}
-	m := maps.Clone(old)
-	if m == nil {
-		m = map[string]bool{}
-	}
-	if suspended {
-		m[zone] = true
-	} else {
-		delete(m, zone)
-	}
-	c.suspended.Store(&m)
-	c.suspendMu.Unlock()
-	if suspended {
-		c.cache.purgeZone(zone)
-	}
-	return true
 }
 
 // RunProber probes every zone at once, then again every interval, until
