@@ -243,14 +243,6 @@ func (c *Counters) SuspendedZones() []string {
 	return out
 }
 
-// ClearSuspended used to forget every suspension when a reload built a new
-// DNS client; that wiped the state of lists known to be broken. It now
-// keeps every suspension and its times, and does nothing.
-//
-// Deprecated: a new client inherits the suspensions instead
-// (dnsclient.Options.InitialSuspended = SuspendedZones()); do not call it.
-func (c *Counters) ClearSuspended() {}
-
 // Snapshot is a point-in-time copy of the counters.
 type Snapshot struct {
 	WhitelistHits        uint64            `json:"whitelist_hits"`

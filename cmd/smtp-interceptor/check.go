@@ -45,7 +45,7 @@ func probeLists(ctx context.Context, cfg *rules.Config, stdout, stderr io.Writer
 		fmt.Fprintln(stdout, "probe: no DNS list is enabled")
 		return exitOK
 	}
-	client, err := newDNSClient(cfg, new(rules.Counters), nil)
+	client, err := newDNSClient(cfg, new(rules.Counters), nil, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "probe: %v\n", err)
 		return exitFail

@@ -36,17 +36,20 @@ func dnsZones(cfg *rules.Config) []string {
 }
 
 // newDNSClient builds the DNS list client of a configuration, reporting
-// query latency and suspensions into counters.
-func newDNSClient(cfg *rules.Config, counters *rules.Counters, log *slog.Logger) (*dnsclient.Client, error) {
+// query latency and suspensions into counters. suspended are the zones a
+// previous client had suspended: they stay suspended until a probe of the
+// new client passes.
+func newDNSClient(cfg *rules.Config, counters *rules.Counters, log *slog.Logger, suspended []string) (*dnsclient.Client, error) {
 	c, err := dnsclient.New(dnsclient.Options{
-		Server:       cfg.DNS.Resolver,
-		Timeout:      cfg.DNS.Timeout,
-		MinTTL:       cfg.DNS.MinTTL,
-		MaxTTL:       cfg.DNS.MaxTTL,
-		CacheEntries: cfg.DNS.CacheEntries,
-		Logger:       log,
-		Observe:      counters.ObserveDNSQuery,
-		OnSuspend:    counters.SetSuspended,
+		InitialSuspended: suspended,
+		Server:           cfg.DNS.Resolver,
+		Timeout:          cfg.DNS.Timeout,
+		MinTTL:           cfg.DNS.MinTTL,
+		MaxTTL:           cfg.DNS.MaxTTL,
+		CacheEntries:     cfg.DNS.CacheEntries,
+		Logger:           log,
+		Observe:          counters.ObserveDNSQuery,
+		OnSuspend:        counters.SetSuspended,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dns client: %w", err)

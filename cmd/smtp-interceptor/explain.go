@@ -60,7 +60,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	opts := rules.EngineOptions{Counters: new(rules.Counters)}
 	if dnsListsEnabled(cfg) {
 		// Live DNS, as the server would ask it.
-		client, err := newDNSClient(cfg, opts.Counters, nil)
+		client, err := newDNSClient(cfg, opts.Counters, nil, nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "explain: %v; DNS lists are skipped\n", err)
 		} else {

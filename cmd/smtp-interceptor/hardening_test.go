@@ -1,9 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,4 +50,67 @@ func TestMetricsServerTimeouts(t *testing.T) {
 	is.True(s.ReadTimeout > 0)
 	is.True(s.IdleTimeout > 0)
 	is.True(s.WriteTimeout > 90*time.Second) // room for a CPU profile
+}
+
+// TestMalformedMilterPacketsOnTheBinary sends, as a hostile local client,
+// the packets that used to kill the process (issue 11, finding 1) to the
+// milter of the running binary: each ends only its own connection, is
+// counted, and the policy server and the milter go on serving.
+func TestMalformedMilterPacketsOnTheBinary(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	msock := filepath.Join(dir, "milter.sock")
+	psock := filepath.Join(dir, "policy.sock")
+	cfg := filepath.Join(dir, "c.toml")
+	writeFile(t, cfg, fmt.Sprintf("[server]\npolicy = [\"unix:%s\"]\nmilter = [\"unix:%s\"]\nmetrics = \"127.0.0.1:0\"\n[dns]\nresolver = \"127.0.0.1:1\"\n", psock, msock))
+	cmd := exec.Command(testBinary(t), "serve", "-c", cfg)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	is.NoErr(cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ls := &liveServer{stderr: &stderr}
+	maddr := ls.metricsAddr(t)
+
+	// SMFIC_OPTNEG: version 6, every action, every protocol step.
+	optneg := []byte{0, 0, 0, 13, 'O', 0, 0, 0, 6, 0, 0, 1, 0xff, 0, 0x1f, 0xff, 0xff}
+	packet := func(code byte, data string) []byte {
+		n := len(data) + 1
+		return append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n), code}, data...)
+	}
+	cases := map[string][]byte{
+		"zero-length first packet":    {0, 0, 0, 0},
+		"zero-length after optneg":    append(append([]byte{}, optneg...), 0, 0, 0, 0),
+		"connect without NUL":         append(append([]byte{}, optneg...), packet('C', "host")...),
+		"connect with host only":      append(append([]byte{}, optneg...), packet('C', "host\x00")...),
+		"mail without NUL":            append(append([]byte{}, optneg...), packet('M', "<a@example.com>")...),
+		"rcpt without NUL":            append(append([]byte{}, optneg...), packet('R', "<b@example.com>")...),
+		"length 0x1FFFFFFF":           {0x1f, 0xff, 0xff, 0xff, 'O'},
+		"length 0x1FFFFFFF, optneg'd": append(append([]byte{}, optneg...), 0x1f, 0xff, 0xff, 0xff, 'C'),
+	}
+	for name, payload := range cases {
+		c, err := net.DialTimeout("unix", msock, 5*time.Second)
+		is.NoErr(err)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Write(payload)
+		is.NoErr(err)
+		io.Copy(io.Discard, c) // the server closes the connection
+		c.Close()
+		is.NoErr(cmd.Process.Signal(syscall.Signal(0))) // still running
+		code, stdout, _ := runCmd("bench", "milter", "--addr", "unix:"+msock, "-c", "1", "-n", "2")
+		is.Equal(code, 0) // a good session still works
+		is.True(strings.Contains(stdout, "2 transactions in"))
+		t.Logf("%s: survived", name)
+	}
+	is.Equal(policyAsk(t, "unix", psock, "192.0.2.1"), "action=DUNNO")
+	var total float64
+	for _, line := range strings.Split(httpGet(t, "http://"+maddr+"/metrics"), "\n") {
+		if strings.HasPrefix(line, `smtp_interceptor_malformed_requests_total{protocol="milter"`) {
+			var v float64
+			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
+			total += v
+		}
+	}
+	is.Equal(total, float64(len(cases)))
+	is.NoErr(cmd.Process.Signal(syscall.SIGTERM))
+	is.NoErr(cmd.Wait())
 }

@@ -113,15 +113,25 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	defer f2b.Close()
 
 	counters := new(rules.Counters)
+	// fail2ban lines of DNS blacklist refusals wait until it is clear that
+	// the list was not suspended right after (it may have been listing
+	// the world).
+	f2bObs := fail2ban.New(f2b, log, &fail2ban.Options{Suspensions: counters})
+	defer f2bObs.Close() // before f2b is closed: deferred calls run last first
 	opts := rules.EngineOptions{
 		Logger:   log,
 		Counters: counters,
-		Observer: rules.Observers{sessionlog.New(sessions, log), fail2ban.New(f2b, log, nil)},
+		Observer: rules.Observers{sessionlog.New(sessions, log), f2bObs},
 	}
-	client, err := newDNSClient(cfg, counters, log)
+	reg := metrics.NewRegistry(counters)
+	ops := metrics.NewOps(reg)
+	dnsc := &dnsClients{}
+	defer dnsc.close()
+	client, err := newDNSClient(cfg, counters, log, nil)
 	switch {
 	case err == nil:
 		opts.DNS = client
+		dnsc.set(client)
 	case dnsListsEnabled(cfg):
 		return err
 	default:
@@ -185,19 +195,25 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	rl := &reloader{path: o.path, engine: engine, counters: counters, log: log, level: level,
 		sessions: sessions, fail2ban: f2b, done: o.reloaded,
 		newDNS: func(cfg *rules.Config) error {
-			c, err := newDNSClient(cfg, counters, log)
+			// The lists the old client found bad stay suspended until
+			// the new client's own probes say otherwise.
+			c, err := newDNSClient(cfg, counters, log, counters.SuspendedZones())
 			if err != nil {
 				return err
 			}
-			counters.ClearSuspended()
 			engine.SetDNS(c)
 			probes.start(c)
+			dnsc.set(c)
 			return nil
 		}}
 	wg.Go(func() { rl.run(ctx, o.hup, o.usr1) })
+	wg.Go(func() { f2bObs.Run(ctx) })
+	ops.Gauge("dns_resolver_up", "1 while the DNS resolver answers, 0 while it is marked down after repeated timeouts (DNS lists are then not applied).", nil,
+		func() float64 { return boolGauge(dnsc.resolverUp()) })
 
 	psrv := policy.New(engine, policy.Options{Logger: log})
-	msrv := milter.New(engine, milter.Options{Logger: log})
+	msrv := milter.New(engine, milter.Options{Logger: log,
+		OnMalformed: func(reason string) { ops.Malformed.WithLabelValues("milter", reason).Inc() }})
 	errc := make(chan error, len(lns)+1)
 	for _, ln := range policyLns {
 		log.Info("policy server listening", slog.String("addr", ln.Addr().String()))
@@ -217,7 +233,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	}
 	var hsrv *http.Server
 	if metricsLn != nil {
-		hsrv = metricsServer(metrics.Handler(metrics.NewRegistry(counters), counters))
+		hsrv = metricsServer(metrics.Handler(reg, counters))
 		log.Info("metrics listening", slog.String("addr", metricsLn.Addr().String()))
 		wg.Go(func() {
 			if err := hsrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -243,7 +259,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		}
 	})
 	drain.Go(func() {
-		// Each MTA connection ends with its SMTP session.
+		// Requests in flight get their reply; idle MTA connections are
+		// closed at once (the MTA applies its milter default action to
+		// the rest of those SMTP sessions).
 		if err := msrv.Shutdown(dctx); err != nil {
 			log.Warn("milter drain timed out; closed the remaining connections", slog.Any("error", err))
 		}
@@ -298,4 +316,39 @@ func metricsServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h,
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
+}
+
+// dnsClients holds the DNS list client in use, so that a reload's new
+// client can replace it and the old one be closed (its probes stopped).
+type dnsClients struct {
+	mu  sync.Mutex
+	cur *dnsclient.Client
+}
+
+// set makes c the client in use and closes the previous one.
+func (d *dnsClients) set(c *dnsclient.Client) {
+	d.mu.Lock()
+	old := d.cur
+	d.cur = c
+	d.mu.Unlock()
+	if old != nil && old != c {
+		old.Close()
+	}
+}
+
+// resolverUp reports whether the client in use finds its resolver up
+// (true when there is no client).
+func (d *dnsClients) resolverUp() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cur == nil || d.cur.ResolverUp()
+}
+
+func (d *dnsClients) close() { d.set(nil) }
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -46,7 +46,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 		dnswlHits:  d("dnswl_hits_total", "Clients listed by a DNS whitelist, per site (Domino: SMTP.DNSWL.TotalHits and SMTP.DNSWL.<site>.TotalHits).", "site"),
 		dnsErrors:  d("dns_errors_total", "DNS list lookups that failed or returned an error code or an answer outside the site's filter, per site (no Domino statistic).", "site"),
 		dnsQueries: d("dns_lookups_total", "DNS list lookups, per site and kind (dnsbl, dnswl).", "site", "kind"),
-		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended by its RFC 5782 health probe.", "site"),
+		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended (its RFC 5782 health probe failed, or its hit rate jumped), 0 otherwise; every known list is present.", "site"),
 		verdicts:   d("verdicts_total", "Verdicts by SMTP stage and action (accept, tag, reject, tempfail); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action"),
 		latency:    d("dns_query_duration_seconds", "Latency of DNS list queries sent to the resolver (cache misses)."),
 		reloads:    d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
@@ -80,8 +80,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.dnsQueries, site.Queries, site.Site, kind)
 		counter(c.dnsErrors, site.Errors, site.Site)
 	}
-	for _, z := range s.Suspended {
-		ch <- prometheus.MustNewConstMetric(c.suspended, prometheus.GaugeValue, 1, z)
+	for _, z := range s.Zones {
+		v := 0.0
+		if z.Suspended {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.suspended, prometheus.GaugeValue, v, z.Zone)
 	}
 	for _, v := range s.Verdicts {
 		counter(c.verdicts, v.Count, v.Stage.String(), v.Action.String())

@@ -1,0 +1,45 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Ops are the operational counters of the servers around the engine:
+// malformed requests, refused connections, accept errors and log drops.
+// They are plain Prometheus vectors: the events are rare, so they need
+// none of the engine counters' care for the hot path. Gauges that read a
+// live value (open connections, resolver state) are added with GaugeFunc.
+type Ops struct {
+	reg *prometheus.Registry
+	// Malformed counts requests that broke their protocol, by protocol
+	// (policy, milter) and reason (a fixed text without client data).
+	Malformed *prometheus.CounterVec
+	// Refused counts connections closed at accept, by protocol and reason
+	// (max_connections, max_connections_per_ip, not_allowed).
+	Refused *prometheus.CounterVec
+	// AcceptErrors counts temporary accept errors retried (EMFILE...).
+	AcceptErrors *prometheus.CounterVec
+}
+
+// NewOps registers the operational counters on reg.
+func NewOps(reg *prometheus.Registry) *Ops {
+	o := &Ops{
+		reg: reg,
+		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "malformed_requests_total",
+			Help: "Requests that broke their protocol (each ends its connection), by protocol and reason."}, []string{"protocol", "reason"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_refused_total",
+			Help: "Connections closed at once when accepted, by protocol and reason (max_connections, max_connections_per_ip, not_allowed)."}, []string{"protocol", "reason"}),
+		AcceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "accept_errors_total",
+			Help: "Temporary errors accepting connections (too many open files, ...), retried with back-off, by protocol."}, []string{"protocol"}),
+	}
+	reg.MustRegister(o.Malformed, o.Refused, o.AcceptErrors)
+	return o
+}
+
+// Gauge registers a gauge whose value is read from f at every scrape.
+func (o *Ops) Gauge(name, help string, labels prometheus.Labels, f func() float64) {
+	o.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help, ConstLabels: labels}, f))
+}
+
+// Counter registers a counter whose value is read from f at every scrape.
+func (o *Ops) Counter(name, help string, labels prometheus.Labels, f func() float64) {
+	o.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help, ConstLabels: labels}, f))
+}
