@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/smtp-interceptor/smtp-interceptor/internal/logfile"
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
 )
 
@@ -27,6 +28,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	cfg, ok := loadConfig(*path, stderr)
 	if !ok {
+		return exitUsage
+	}
+	if !checkLogPaths(cfg, stderr) {
 		return exitUsage
 	}
 	printSummary(stdout, cfg)
@@ -154,4 +158,17 @@ func siteNames(sites []rules.DNSSite) string {
 		names[i] = s.Name
 	}
 	return strings.Join(names, ", ")
+}
+
+// checkLogPaths reports the log files serve could not write to (serve
+// itself would start, queue their lines and keep trying to open them).
+func checkLogPaths(cfg *rules.Config, stderr io.Writer) bool {
+	ok := true
+	for _, l := range []struct{ key, path string }{{"log.sessions", cfg.Log.Sessions}, {"log.fail2ban", cfg.Log.Fail2ban}} {
+		if err := logfile.CheckWritable(l.path); err != nil {
+			fmt.Fprintf(stderr, "smtp-interceptor: %s: %v\n", l.key, err)
+			ok = false
+		}
+	}
+	return ok
 }

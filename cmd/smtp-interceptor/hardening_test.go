@@ -114,3 +114,31 @@ func TestMalformedMilterPacketsOnTheBinary(t *testing.T) {
 	is.NoErr(cmd.Process.Signal(syscall.SIGTERM))
 	is.NoErr(cmd.Wait())
 }
+
+// TestUnwritableSessionLogDoesNotStopServe: a [log] sessions path that
+// cannot be opened at start (issue 11, finding 10) leaves the server
+// serving; the records are kept and written once the path can be opened
+// (here at SIGUSR1, after the directory appeared).
+func TestUnwritableSessionLogDoesNotStopServe(t *testing.T) {
+	is := is.New(t)
+	logDir := filepath.Join(t.TempDir(), "not-yet")
+	cfg, sock := writeConfig(t, fmt.Sprintf("[log]\nsessions = %q\n[blacklist]\nhosts = [\"192.0.2.0/24\"]", filepath.Join(logDir, "sessions.log")))
+	cmd := exec.Command(testBinary(t), "serve", "-c", cfg)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	is.NoErr(cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	is.True(strings.HasPrefix(policyAsk(t, "unix", sock, "192.0.2.9"), "action=550 5.7.1"))
+	waitFor(t, "the open failure logged", func() bool { return strings.Contains(stderr.String(), "not-yet") })
+	is.NoErr(os.Mkdir(logDir, 0o755))
+	is.NoErr(cmd.Process.Signal(syscall.SIGUSR1))
+	waitFor(t, "the log opened", func() bool { _, err := os.Stat(filepath.Join(logDir, "sessions.log")); return err == nil })
+	// The policy protocol has no "session over": the message's record is
+	// written when the server drains at SIGTERM.
+	is.NoErr(cmd.Process.Signal(syscall.SIGTERM))
+	is.NoErr(cmd.Wait())
+	b, err := os.ReadFile(filepath.Join(logDir, "sessions.log"))
+	is.NoErr(err)
+	is.True(strings.Contains(string(b), `"client_ip":"192.0.2.9"`)) // the record survived
+}

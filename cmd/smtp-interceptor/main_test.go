@@ -39,6 +39,8 @@ func TestCheck(t *testing.T) {
 				"recipients         at most 2, 1 prohibited", "warning: commands.deny: the milter protocol never sees VRFY", "disable_vrfy_command = yes"}},
 		{name: "bad config", args: []string{"check", "-c", filepath.Join("..", "..", "testdata", "config", "bad.toml")}, code: 2, noStdout: true,
 			stderr: []string{"4 errors", "bad.toml:3: server.idle_timeout", "bad.toml:6: blacklist.hosts", "bad.toml:7: blacklist.message", "bad.toml:10: private_blacklist.action"}},
+		{name: "unwritable log", args: []string{"check", "-c", filepath.Join("..", "..", "testdata", "config", "bad-log.toml")}, code: 2, noStdout: true,
+			stderr: []string{"log.sessions", "/nonexistent/smtp-interceptor", "does not exist"}},
 		{name: "missing file", args: []string{"check", "-c", "/nonexistent.toml"}, code: 2, stderr: []string{"/nonexistent.toml"}},
 		{name: "bad flag", args: []string{"check", "--nope"}, code: 2, stderr: []string{"flag provided but not defined"}},
 		{name: "no command", args: nil, code: 2, stderr: []string{"usage:"}},

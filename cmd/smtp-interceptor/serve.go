@@ -90,7 +90,7 @@ func serveWith(ctx context.Context, o serveOptions) int {
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration: " + w)
 	}
-	if err := serve(ctx, o, log, level); err != nil {
+	if err := serve(ctx, o, log, level, stderr); err != nil {
 		log.Error("serve failed", slog.Any("error", err))
 		fmt.Fprintf(o.stderr, "smtp-interceptor: %v\n", err)
 		return exitFail
@@ -99,17 +99,14 @@ func serveWith(ctx context.Context, o serveOptions) int {
 }
 
 // serve runs every listener of the configuration until ctx is done.
-func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.LevelVar) error {
+// procLog is the process log's writer, whose losses are counted.
+func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.LevelVar, procLog *logfile.Buffered) error {
 	cfg := o.cfg
-	sessions, err := logfile.New(cfg.Log.Sessions, o.stdout)
-	if err != nil {
-		return fmt.Errorf("[log] sessions: %w", err)
-	}
+	// A log file that cannot be opened does not stop the server: its
+	// lines are queued (bounded) and the open is retried.
+	sessions := logfile.Open(cfg.Log.Sessions, logfile.Options{Stdout: o.stdout, Logger: log, Name: "sessions"})
 	defer sessions.Close()
-	f2b, err := logfile.New(cfg.Log.Fail2ban, o.stdout)
-	if err != nil {
-		return fmt.Errorf("[log] fail2ban: %w", err)
-	}
+	f2b := logfile.Open(cfg.Log.Fail2ban, logfile.Options{Stdout: o.stdout, Logger: log, Name: "fail2ban"})
 	defer f2b.Close()
 
 	counters := new(rules.Counters)
@@ -208,6 +205,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		}}
 	wg.Go(func() { rl.run(ctx, o.hup, o.usr1) })
 	wg.Go(func() { f2bObs.Run(ctx) })
+	ops.Log("process", procLog)
+	ops.Log("sessions", sessions)
+	ops.Log("fail2ban", f2b)
 	ops.Gauge("dns_resolver_up", "1 while the DNS resolver answers, 0 while it is marked down after repeated timeouts (DNS lists are then not applied).", nil,
 		func() float64 { return boolGauge(dnsc.resolverUp()) })
 

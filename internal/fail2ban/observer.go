@@ -229,9 +229,9 @@ func (o *Observer) write(line string) {
 	if !o.out.Enabled() {
 		return
 	}
-	if _, err := o.out.Write([]byte(line)); err != nil {
-		o.log.Error("fail2ban log: write", slog.Any("error", err))
-	}
+	// A failed write is queued, retried and counted by the log file
+	// itself, which reports it (rate-limited).
+	o.out.Write([]byte(line))
 }
 
 // Stats are the observer's counts.

@@ -43,3 +43,20 @@ func (o *Ops) Gauge(name, help string, labels prometheus.Labels, f func() float6
 func (o *Ops) Counter(name, help string, labels prometheus.Labels, f func() float64) {
 	o.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help, ConstLabels: labels}, f))
 }
+
+// LogStats are the losses of one log destination.
+type LogStats interface {
+	// Dropped counts records lost (queue full, destination gone).
+	Dropped() uint64
+	// WriteErrors counts failed writes and opens, retries included.
+	WriteErrors() uint64
+}
+
+// Log exports a log destination's losses, labelled log=name.
+func (o *Ops) Log(name string, l LogStats) {
+	labels := prometheus.Labels{"log": name}
+	o.Counter("log_dropped_total", "Log records dropped (the disk was full or the file could not be opened for too long), by log (process, sessions, fail2ban).", labels,
+		func() float64 { return float64(l.Dropped()) })
+	o.Counter("log_write_errors_total", "Failed log writes and opens, each retry counted, by log.", labels,
+		func() float64 { return float64(l.WriteErrors()) })
+}

@@ -20,7 +20,9 @@ type Observer struct {
 
 var _ rules.Observer = (*Observer)(nil)
 
-// New returns an observer writing to out; write errors go to log.
+// New returns an observer writing to out; a record that cannot be
+// encoded is reported to log. Write failures are not: out queues, counts
+// and reports them itself, rate-limited (see logfile.File).
 func New(out *logfile.File, log *slog.Logger) *Observer {
 	return &Observer{out: out, log: log}
 }
@@ -31,7 +33,8 @@ func (o *Observer) Verdict(*rules.Session, rules.Verdict) {}
 // MessagesWanted reports whether the session log is on.
 func (o *Observer) MessagesWanted() bool { return o.out.Enabled() }
 
-// Message writes one record.
+// Message writes one record, one line. logfile.File.Write never fails:
+// a line it cannot write now is queued or dropped and counted there.
 func (o *Observer) Message(r *rules.MessageRecord) {
 	if !o.out.Enabled() {
 		return
@@ -41,7 +44,5 @@ func (o *Observer) Message(r *rules.MessageRecord) {
 		o.log.Error("session log: encode record", slog.Any("error", err))
 		return
 	}
-	if _, err := o.out.Write(append(b, '\n')); err != nil {
-		o.log.Error("session log: write", slog.Any("error", err))
-	}
+	o.out.Write(append(b, '\n'))
 }
