@@ -88,3 +88,48 @@ func benchRoundTrips(b *testing.B, serve func(net.Listener)) {
 		}
 	})
 }
+
+// BenchmarkReadRequest measures the parser alone on a typical RCPT
+// request, repeated as a persistent connection sends it.
+func BenchmarkReadRequest(b *testing.B) {
+	one := rcpt("192.0.2.1", "bench.1", "b@domino.test") + "\n\n"
+	src := strings.NewReader(one)
+	r := bufio.NewReaderSize(src, MaxLineBytes)
+	var req Request
+	b.ReportAllocs()
+	b.SetBytes(int64(len(one)))
+	for b.Loop() {
+		src.Reset(one)
+		r.Reset(src)
+		if err := ReadRequest(r, &req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReadRequestServerBuffer is BenchmarkReadRequest with the
+// server's own read buffer (readBufferBytes), on the typical request and
+// on one with a recipient longer than the buffer, which ReadRequest
+// gathers from several reads.
+func BenchmarkReadRequestServerBuffer(b *testing.B) {
+	for _, tt := range []struct{ name, recipient string }{
+		{"typical", "b@domino.test"},
+		{"long-line", strings.Repeat("b", 3000) + "@domino.test"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			one := rcpt("192.0.2.1", "bench.1", tt.recipient) + "\n\n"
+			src := strings.NewReader(one)
+			r := bufio.NewReaderSize(src, readBufferBytes)
+			var req Request
+			b.ReportAllocs()
+			b.SetBytes(int64(len(one)))
+			for b.Loop() {
+				src.Reset(one)
+				r.Reset(src)
+				if err := ReadRequest(r, &req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -31,13 +31,23 @@ type testServer struct {
 // test.
 func startServer(t testing.TB, network, config string) *testServer {
 	t.Helper()
+	return startServerWith(t, network, config, Options{})
+}
+
+// startServerWith is startServer with server options; a nil Logger logs
+// to the test.
+func startServerWith(t testing.TB, network, config string, opts Options) *testServer {
+	t.Helper()
 	cfg, err := rules.Parse("test.toml", config)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	dns := rules.NewMemoryDNS()
 	engine := rules.NewEngine(cfg, rules.EngineOptions{DNS: dns, Logger: testLogger(t)})
-	srv := New(engine, Options{Logger: testLogger(t)})
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	srv := New(engine, opts)
 	var ln net.Listener
 	addr := ""
 	switch network {
@@ -123,4 +133,16 @@ func rcpt(client, instance, recipient string) string {
 	return "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=" + client +
 		"\nclient_name=unknown\nhelo_name=mail.example.com\nsender=a@example.com\nrecipient=" + recipient +
 		"\ninstance=" + instance
+}
+
+// receive returns the next value of ch, failing the test after 20 seconds.
+func receive[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatal("timed out waiting on a channel")
+		panic("unreachable")
+	}
 }

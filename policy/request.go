@@ -21,6 +21,44 @@ const (
 // that such a client get no reply, so the connection is closed.
 var ErrBadRequest = errors.New("bad policy request")
 
+// The reasons a request is refused, as BadRequestReason gives them: fixed
+// texts without client data, fit for a metric label.
+const (
+	ReasonLineTooLong       = "line too long"                   // a line over MaxLineBytes
+	ReasonRequestTooLong    = "request too long"                // a request over MaxRequestBytes
+	ReasonTooManyAttributes = "too many attributes"             // over MaxAttributes
+	ReasonNUL               = "NUL byte"                        // a NUL byte in a line
+	ReasonNotNameValue      = "line not name=value"             // no '=', or nothing before it
+	ReasonNoRequest         = "no request attribute"            // no request= line
+	ReasonWrongRequest      = "request not smtpd_access_policy" // request= something else
+	ReasonTruncated         = "request cut off"                 // the stream ended inside a request
+)
+
+// requestError is a refused request: a fixed reason, and a message with
+// the details for the log.
+type requestError struct {
+	reason string
+	msg    string
+}
+
+func (e *requestError) Error() string { return ErrBadRequest.Error() + ": " + e.msg }
+func (e *requestError) Unwrap() error { return ErrBadRequest }
+
+func badRequest(reason, format string, args ...any) error {
+	return &requestError{reason: reason, msg: fmt.Sprintf(format, args...)}
+}
+
+// BadRequestReason returns the reason of an error of ReadRequest that
+// wraps ErrBadRequest (one of the Reason constants), or "" for any other
+// error.
+func BadRequestReason(err error) string {
+	var re *requestError
+	if errors.As(err, &re) {
+		return re.reason
+	}
+	return ""
+}
+
 // Request holds the attributes of one policy request that the engine uses
 // (SMTPD_POLICY_README, "Protocol description"). Others are ignored.
 type Request struct {
@@ -39,6 +77,8 @@ type Request struct {
 	SASLUsername      string
 	// Attributes counts the name=value lines read.
 	Attributes int
+
+	long []byte // gathers a line longer than the reader's buffer
 }
 
 // fieldIndex returns the index of an attribute in fields, or -1 for an
@@ -86,34 +126,37 @@ func (r *Request) fields() [numFields]*string {
 // ReadRequest reads one request from r into req, reusing req's strings when
 // a value repeats the previous request's (a persistent connection sends the
 // same client attributes again and again), so a steady stream of requests
-// allocates little. It returns io.EOF when the client closed the connection
-// between requests, and an error wrapping ErrBadRequest for anything the
-// protocol does not allow: a line over MaxLineBytes, a request over
-// MaxRequestBytes or MaxAttributes, a line that is not name=value, a NUL
-// byte, a missing or wrong request attribute, or a request cut off by the
-// end of the stream.
+// allocates nothing. It returns io.EOF when the client closed the
+// connection between requests, and an error wrapping ErrBadRequest (see
+// BadRequestReason) for anything the protocol does not allow: a line over
+// MaxLineBytes, a request over MaxRequestBytes or MaxAttributes, a line
+// that is not name=value, a NUL byte, a missing or wrong request
+// attribute, or a request cut off by the end of the stream.
 //
-// r must have been made with a buffer of at least MaxLineBytes.
+// r may have a buffer of any size: a line longer than it is gathered in
+// req (up to MaxLineBytes), so a small buffer per connection is enough.
+// The limits hold whatever the buffer size.
 func ReadRequest(r *bufio.Reader, req *Request) error {
 	var seen [numFields]bool
 	fl := req.fields()
 	total, n := 0, 0
+	defer req.dropLong()
 	for {
-		line, err := r.ReadSlice('\n')
+		line, err := readLine(r, &req.long)
 		if err != nil {
 			switch {
-			case errors.Is(err, bufio.ErrBufferFull):
-				return fmt.Errorf("%w: line longer than %d bytes", ErrBadRequest, MaxLineBytes)
+			case errors.Is(err, errLineTooLong):
+				return badRequest(ReasonLineTooLong, "line longer than %d bytes", MaxLineBytes)
 			case errors.Is(err, io.EOF) && len(line) == 0 && n == 0:
 				return io.EOF
 			case errors.Is(err, io.EOF):
-				return fmt.Errorf("%w: connection closed in the middle of a request", ErrBadRequest)
+				return badRequest(ReasonTruncated, "connection closed in the middle of a request")
 			}
 			return err
 		}
 		total += len(line)
 		if total > MaxRequestBytes {
-			return fmt.Errorf("%w: request longer than %d bytes", ErrBadRequest, MaxRequestBytes)
+			return badRequest(ReasonRequestTooLong, "request longer than %d bytes", MaxRequestBytes)
 		}
 		// SMTPD_POLICY_README: "The request ends with an empty line."
 		line = bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
@@ -125,14 +168,14 @@ func ReadRequest(r *bufio.Reader, req *Request) error {
 		}
 		n++
 		if n > MaxAttributes {
-			return fmt.Errorf("%w: more than %d attributes", ErrBadRequest, MaxAttributes)
+			return badRequest(ReasonTooManyAttributes, "more than %d attributes", MaxAttributes)
 		}
 		if bytes.IndexByte(line, 0) >= 0 {
-			return fmt.Errorf("%w: NUL byte in attribute %d", ErrBadRequest, n)
+			return badRequest(ReasonNUL, "NUL byte in attribute %d", n)
 		}
 		eq := bytes.IndexByte(line, '=')
 		if eq <= 0 {
-			return fmt.Errorf("%w: attribute %d is not name=value", ErrBadRequest, n)
+			return badRequest(ReasonNotNameValue, "attribute %d is not name=value", n)
 		}
 		name, value := line[:eq], line[eq+1:]
 		i := fieldIndex(name)
@@ -152,11 +195,54 @@ func ReadRequest(r *bufio.Reader, req *Request) error {
 	req.Attributes = n
 	if req.Request != "smtpd_access_policy" {
 		if req.Request == "" {
-			return fmt.Errorf("%w: no request= attribute", ErrBadRequest)
+			return badRequest(ReasonNoRequest, "no request= attribute")
 		}
-		return fmt.Errorf("%w: request=%q is not smtpd_access_policy", ErrBadRequest, truncate(req.Request, 64))
+		return badRequest(ReasonWrongRequest, "request=%q is not smtpd_access_policy", truncate(req.Request, 64))
 	}
 	return nil
+}
+
+// errLineTooLong is readLine's error for a line over MaxLineBytes.
+var errLineTooLong = errors.New("line too long")
+
+// keepLongBytes is the largest buffer for long lines kept in a Request
+// between two requests; a larger one, made for a hostile line, is let go
+// so that an idle connection does not hold it.
+const keepLongBytes = 4 << 10
+
+// readLine returns the next line of r, newline included, like
+// r.ReadSlice('\n'), and an error that is not nil when the line has no
+// newline (io.EOF: the stream ended). A line longer than r's buffer is
+// gathered in *long. A line over MaxLineBytes, newline included, is
+// errLineTooLong, and so is an unended one of MaxLineBytes or more: it
+// could not end within the limit.
+func readLine(r *bufio.Reader, long *[]byte) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// Longer than r's buffer: gather the pieces.
+		buf := (*long)[:0]
+		for errors.Is(err, bufio.ErrBufferFull) {
+			if len(buf)+len(line) >= MaxLineBytes {
+				return nil, errLineTooLong
+			}
+			buf = append(buf, line...)
+			line, err = r.ReadSlice('\n')
+		}
+		buf = append(buf, line...)
+		*long = buf
+		line = buf
+	}
+	if len(line) > MaxLineBytes || err != nil && len(line) >= MaxLineBytes {
+		return nil, errLineTooLong
+	}
+	return line, err
+}
+
+// dropLong lets go of a large buffer for long lines.
+func (r *Request) dropLong() {
+	if cap(r.long) > keepLongBytes {
+		r.long = nil
+	}
 }
 
 func truncate(s string, n int) string {

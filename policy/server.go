@@ -37,14 +37,38 @@ type Options struct {
 	InstanceTTL time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// WriteTimeout bounds the write of each reply (default 10s), so a
+	// client that sends requests and never reads the replies cannot hold
+	// its connection.
+	WriteTimeout time.Duration
+	// OnBadRequest, when set, is called once for each request refused for
+	// breaking the protocol (each ends its connection), with the reason:
+	// one of ReasonLineTooLong and the other Reason constants, fixed texts
+	// without client data, fit for a metric label.
+	OnBadRequest func(reason string)
 }
+
+// readBufferBytes is the read buffer of a connection. Postfix's requests
+// come one at a time, around 1 KiB each in lines of well under 1 KiB, so
+// one or two reads take a request; a longer line is gathered by
+// ReadRequest. An idle connection (Postfix keeps many open) thus holds
+// 1 KiB rather than MaxLineBytes.
+const readBufferBytes = 1024
+
+// shutdownWriteGrace bounds a reply written while the server shuts down:
+// a client that reads gets its reply long before, and one that does not
+// is closed then, not after WriteTimeout.
+const shutdownWriteGrace = time.Second
 
 // Server is a policy delegation server. Serve may be called on several
 // listeners at once; Shutdown stops them all.
 type Server struct {
-	engine    *rules.Engine
-	log       *slog.Logger
-	instances *instanceTable
+	engine       *rules.Engine
+	log          *slog.Logger
+	instances    *instanceTable
+	writeTimeout time.Duration
+	onBadRequest func(reason string)
+	writers      sync.Pool // *bufio.Writer, taken only to write a reply
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -67,17 +91,28 @@ func New(engine *rules.Engine, opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
 	return &Server{
-		engine:    engine,
-		log:       opts.Logger,
-		instances: newInstanceTable(opts.MaxInstances, opts.InstanceTTL, opts.Now),
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[*conn]struct{}{},
+		engine:       engine,
+		log:          opts.Logger,
+		instances:    newInstanceTable(opts.MaxInstances, opts.InstanceTTL, opts.Now),
+		writeTimeout: opts.WriteTimeout,
+		onBadRequest: opts.OnBadRequest,
+		writers:      sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 512) }},
+		listeners:    map[net.Listener]struct{}{},
+		conns:        map[*conn]struct{}{},
 	}
 }
 
 // Serve accepts connections on ln until Shutdown, serving each on its own
 // goroutine. TCP peers outside [server] allow are logged and closed.
+//
+// Serve returns on the first error of ln.Accept other than after Shutdown.
+// Give it a listener wrapped by listen.Guard, whose Accept waits out
+// temporary errors (too many open files and the like) and reports them,
+// and which bounds the connections open at once.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		ln.Close()
@@ -94,24 +129,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				// EMFILE and friends: wait a little, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("policy accept failed; retrying", slog.String("listener", ln.Addr().String()), slog.Any("error", err))
-				time.Sleep(backoff)
-				continue
-			}
 			return fmt.Errorf("policy: accept on %s: %w", ln.Addr(), err)
 		}
-		backoff = 0
 		c := &conn{srv: s, nc: nc, peer: nc.RemoteAddr().String()}
 		if !s.track(c) {
 			nc.Close()
@@ -125,11 +150,6 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) allowed(ip netip.Addr) bool {
 	_, ok := s.engine.Config().Server.Allow.Match(ip, "")
 	return ok
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 func (s *Server) track(c *conn) bool {
@@ -152,7 +172,9 @@ func (s *Server) untrack(c *conn) {
 
 // Shutdown stops accepting, lets every request being worked on get its
 // reply, closes idle connections, and waits for all connections to end or
-// ctx to expire (then it closes them outright).
+// ctx to expire (then it closes them outright). A reply its client does
+// not read within a second of Shutdown (shutdownWriteGrace) ends its
+// connection then, without waiting for WriteTimeout or ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
@@ -160,7 +182,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.interruptIdle()
+		c.interrupt()
 	}
 	s.mu.Unlock()
 
@@ -191,8 +213,9 @@ type conn struct {
 	nc   net.Conn
 	peer string
 
-	mu   sync.Mutex
-	busy bool // a request is being worked on
+	mu            sync.Mutex
+	state         connState
+	writeDeadline time.Time // of the reply being written
 	// local holds the message state of clients that send no instance
 	// attribute: it lives as long as the connection.
 	local *instance
@@ -221,20 +244,76 @@ func (c *conn) endComplete() {
 	}
 }
 
-// interruptIdle makes a connection waiting for its next request return at
-// once; a busy one finishes its request and then sees the server closing.
-func (c *conn) interruptIdle() {
+// connState is where a connection is in its request cycle.
+type connState int
+
+const (
+	stateIdle    connState = iota // waiting for its next request
+	stateBusy                     // a request is being worked on
+	stateWriting                  // its reply is being written
+)
+
+// interrupt is Shutdown's: a connection waiting for its next request
+// returns at once; a busy one finishes its request, and its reply is
+// written within shutdownWriteGrace; then it sees the server closing.
+func (c *conn) interrupt() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.busy {
+	switch c.state {
+	case stateIdle:
 		c.nc.SetReadDeadline(time.Now())
+	case stateWriting:
+		if d := time.Now().Add(shutdownWriteGrace); d.Before(c.writeDeadline) {
+			c.writeDeadline = d
+			c.nc.SetWriteDeadline(d)
+		}
 	}
 }
 
-func (c *conn) setBusy(b bool) {
+// idle marks the connection waiting for its next request and arms the
+// idle timeout; it returns false when the server is closing. Both under
+// c.mu, so Shutdown either sees the connection idle (and interrupts the
+// wait) or the connection sees Shutdown.
+func (c *conn) idle() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.busy = b
+	if c.srv.closing.Load() {
+		return false
+	}
+	c.state = stateIdle
+	c.nc.SetReadDeadline(time.Now().Add(c.srv.engine.Config().Server.IdleTimeout))
+	return true
+}
+
+func (c *conn) setState(st connState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state = st
+}
+
+// writing marks the connection writing its reply and arms the write
+// deadline: WriteTimeout, or shutdownWriteGrace once Shutdown has begun.
+func (c *conn) writing() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state = stateWriting
+	d := c.srv.writeTimeout
+	if c.srv.closing.Load() {
+		d = min(d, shutdownWriteGrace)
+	}
+	c.writeDeadline = time.Now().Add(d)
+	c.nc.SetWriteDeadline(c.writeDeadline)
+}
+
+// reply writes one reply through a pooled buffer: between requests a
+// connection holds none.
+func (c *conn) reply(v *rules.Verdict, prepend *rules.Header) error {
+	w := c.srv.writers.Get().(*bufio.Writer)
+	w.Reset(c.nc)
+	err := writeReply(w, v, prepend)
+	w.Reset(nil)
+	c.srv.writers.Put(w)
+	return err
 }
 
 func (c *conn) serve() {
@@ -246,28 +325,31 @@ func (c *conn) serve() {
 			c.srv.log.Error("policy connection panicked; closing it", slog.String("peer", c.peer), slog.Any("panic", r))
 		}
 	}()
-	r := bufio.NewReaderSize(c.nc, MaxLineBytes)
-	w := bufio.NewWriterSize(c.nc, 512)
+	r := bufio.NewReaderSize(c.nc, readBufferBytes)
 	var req Request
-	for {
-		if c.srv.closing.Load() {
-			return
-		}
-		c.nc.SetReadDeadline(time.Now().Add(c.srv.engine.Config().Server.IdleTimeout))
+	for c.idle() {
 		err := ReadRequest(r, &req)
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
-		c.setBusy(true)
+		c.setState(stateBusy)
 		v, prepend := c.srv.decide(c, &req)
-		err = writeReply(w, &v, prepend)
-		c.setBusy(false)
-		if err != nil {
-			c.srv.log.Info("policy client went away before its reply", slog.String("peer", c.peer), slog.Any("error", err))
+		c.writing()
+		if err := c.reply(&v, prepend); err != nil {
+			c.writeFailed(err)
 			return
 		}
 	}
+}
+
+func (c *conn) writeFailed(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.srv.log.Warn("policy client does not read its replies; closing connection", slog.String("peer", c.peer))
+		return
+	}
+	c.srv.log.Info("policy client went away before its reply", slog.String("peer", c.peer), slog.Any("error", err))
 }
 
 func (c *conn) readFailed(err error) {
@@ -276,6 +358,9 @@ func (c *conn) readFailed(err error) {
 	case errors.Is(err, ErrBadRequest):
 		// SMTPD_POLICY_README gives no error reply: log and close.
 		c.srv.log.Warn("bad policy request; closing connection", slog.String("peer", c.peer), slog.String("error", err.Error()))
+		if c.srv.onBadRequest != nil {
+			c.srv.onBadRequest(BadRequestReason(err))
+		}
 	case errors.As(err, &ne) && ne.Timeout():
 		if !c.srv.closing.Load() {
 			c.srv.log.Debug("policy connection idle; closing", slog.String("peer", c.peer))
@@ -326,7 +411,8 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		}
 	}
 	sess := in.sess
-	sess.AuthUser = req.SASLUsername
+	// A name of only spaces is no login: it must not exempt the session.
+	sess.AuthUser = strings.TrimSpace(req.SASLUsername)
 	if req.QueueID != "" {
 		sess.ID = req.QueueID
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -26,7 +27,7 @@ func TestBadInput(t *testing.T) {
 	var big strings.Builder
 	big.WriteString("request=smtpd_access_policy\n")
 	for big.Len() <= MaxRequestBytes {
-		big.WriteString("filler=" + strings.Repeat("b", 1000) + "\n")
+		big.WriteString("filler=" + strings.Repeat("b", 60_000) + "\n") // few attributes, long lines
 	}
 	big.WriteString("\n")
 	var many strings.Builder
@@ -36,22 +37,31 @@ func TestBadInput(t *testing.T) {
 	}
 	many.WriteString("\n")
 	tests := []struct {
-		name string
-		data string
-		half bool // close the write side after sending
+		name   string
+		data   string
+		half   bool   // close the write side after sending
+		reason string // given to OnBadRequest
 	}{
-		{"line over 64 KiB", long, false},
-		{"request over 1 MiB", big.String(), false},
-		{"more than 1000 attributes", many.String(), false},
-		{"no request attribute", "protocol_state=RCPT\nclient_address=192.0.2.1\n\n", false},
-		{"wrong request", "request=junk\n\n", false},
-		{"binary junk", "\x00\x01\x02\xff\xfe\n\n", false},
-		{"NUL in a value", "request=smtpd_access_policy\nsender=a\x00b\n\n", false},
-		{"client stops half-way", "request=smtpd_access_policy\nprotocol_state=RCPT\n", true},
+		{"line over 64 KiB", long, false, ReasonLineTooLong},
+		{"request over 1 MiB", big.String(), false, ReasonRequestTooLong},
+		{"more than 1000 attributes", many.String(), false, ReasonTooManyAttributes},
+		{"no request attribute", "protocol_state=RCPT\nclient_address=192.0.2.1\n\n", false, ReasonNoRequest},
+		{"wrong request", "request=junk\n\n", false, ReasonWrongRequest},
+		{"binary junk", "\x00\x01\x02\xff\xfe\n\n", false, ReasonNUL},
+		{"NUL in a value", "request=smtpd_access_policy\nsender=a\x00b\n\n", false, ReasonNUL},
+		{"not name=value", "request=smtpd_access_policy\nsender\n\n", false, ReasonNotNameValue},
+		{"no name", "request=smtpd_access_policy\n=a@example.com\n\n", false, ReasonNotNameValue},
+		{"client stops half-way", "request=smtpd_access_policy\nprotocol_state=RCPT\n", true, ReasonTruncated},
 	}
-	ts := startServer(t, "tcp", "")
+	var mu sync.Mutex
+	var reasons []string
+	ts := startServerWith(t, "tcp", "", Options{OnBadRequest: func(reason string) {
+		mu.Lock()
+		reasons = append(reasons, reason)
+		mu.Unlock()
+	}})
 	other := ts.dial(t) // a well-behaved client that must keep being served
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			is := is.New(t)
 			c := ts.dial(t)
@@ -64,6 +74,11 @@ func TestBadInput(t *testing.T) {
 			}()
 			_, err := c.readReply()
 			is.True(err != nil) // no reply: the connection is closed
+			waitFor(t, "the bad request hook", func() bool { mu.Lock(); defer mu.Unlock(); return len(reasons) == i+1 })
+			mu.Lock()
+			reason := reasons[i]
+			mu.Unlock()
+			is.Equal(reason, tt.reason) // counted once, for its reason, without client data
 			got, err := other.send(rcpt("192.0.2.1", "other-"+tt.name, "b@domino.test"))
 			is.NoErr(err)
 			is.Equal(got, "DUNNO") // everyone else is still served
@@ -90,6 +105,7 @@ func TestPipelinedRequests(t *testing.T) {
 	is := is.New(t)
 	ts := startServer(t, "tcp", "")
 	c := ts.dial(t)
+	c.c.SetDeadline(time.Now().Add(10 * time.Second))
 	var all strings.Builder
 	for i := range 20 {
 		all.WriteString(rcpt("192.0.2.1", fmt.Sprintf("p.%d", i), "b@domino.test") + "\n\n")
@@ -186,7 +202,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		}
 		reply <- got
 	}()
-	<-dns.started // the request is in flight
+	receive(t, dns.started) // the request is in flight
 
 	shut := make(chan error, 1)
 	go func() {
@@ -194,14 +210,14 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		defer cancel()
 		shut <- srv.Shutdown(ctx)
 	}()
-	is.Equal(<-served, ErrServerClosed) // no more accepting
+	is.Equal(receive(t, served), ErrServerClosed) // no more accepting
 	// The idle connection is closed at once.
 	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = idle.Read(make([]byte, 1))
-	is.True(err != nil)
+	is.True(err != nil && !os.IsTimeout(err)) // closed by the server
 	close(dns.release)
-	is.Equal(<-reply, "550 5.7.1 Your host 192.0.2.9 was found in a DNS blacklist.") // the in-flight request got its answer
-	is.NoErr(<-shut)
+	is.Equal(receive(t, reply), "550 5.7.1 Your host 192.0.2.9 was found in a DNS blacklist.") // the in-flight request got its answer
+	is.NoErr(receive(t, shut))
 	_, err = net.DialTimeout("tcp", ln.Addr().String(), time.Second)
 	is.True(err != nil) // the listener is gone
 }

@@ -211,14 +211,33 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	ops.Gauge("dns_resolver_up", "1 while the DNS resolver answers, 0 while it is marked down after repeated timeouts (DNS lists are then not applied).", nil,
 		func() float64 { return boolGauge(dnsc.resolverUp()) })
 
-	psrv := policy.New(engine, policy.Options{Logger: log})
+	// One guard for every policy and milter listener: the allow list, the
+	// connection limits, and accept errors retried rather than fatal.
+	guard := listen.NewGuard(listen.GuardOptions{
+		Logger: log,
+		Allow:  allowed,
+		Limits: func() listen.Limits {
+			s := engine.Config().Server
+			return listen.Limits{MaxConnections: s.MaxConnections, MaxConnectionsPerIP: s.MaxConnectionsPerIP}
+		},
+		OnAcceptError: func(protocol string, _ error) { ops.AcceptErrors.WithLabelValues(protocol).Inc() },
+		OnRefused: func(protocol string, reason listen.Reason) {
+			ops.Refused.WithLabelValues(protocol, string(reason)).Inc()
+		},
+	})
+	for _, protocol := range []string{"policy", "milter"} {
+		ops.Gauge("connections", "Policy and milter connections open now, by protocol.",
+			map[string]string{"protocol": protocol}, func() float64 { return float64(guard.Connections(protocol)) })
+	}
+	psrv := policy.New(engine, policy.Options{Logger: log,
+		OnBadRequest: func(reason string) { ops.Malformed.WithLabelValues("policy", reason).Inc() }})
 	msrv := milter.New(engine, milter.Options{Logger: log,
 		OnMalformed: func(reason string) { ops.Malformed.WithLabelValues("milter", reason).Inc() }})
 	errc := make(chan error, len(lns)+1)
 	for _, ln := range policyLns {
 		log.Info("policy server listening", slog.String("addr", ln.Addr().String()))
 		wg.Go(func() {
-			if err := psrv.Serve(ln); err != nil && !errors.Is(err, policy.ErrServerClosed) {
+			if err := psrv.Serve(guard.Wrap(ln, "policy")); err != nil && !errors.Is(err, policy.ErrServerClosed) {
 				errc <- err
 			}
 		})
@@ -226,7 +245,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	for _, ln := range milterLns {
 		log.Info("milter listening", slog.String("addr", ln.Addr().String()))
 		wg.Go(func() {
-			if err := msrv.Serve(ln); err != nil && !errors.Is(err, milter.ErrServerClosed) {
+			if err := msrv.Serve(guard.Wrap(ln, "milter")); err != nil && !errors.Is(err, milter.ErrServerClosed) {
 				errc <- err
 			}
 		})

@@ -1,5 +1,8 @@
 // Package listen opens the TCP and unix-socket listeners of the policy and
-// milter servers and decides which peers may use them.
+// milter servers, decides which peers may use them, and guards them (see
+// Guard): accept errors such as EMFILE are waited out rather than ending
+// the server, and the connections open at once are bounded, in all and
+// per peer address.
 package listen
 
 import (

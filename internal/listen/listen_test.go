@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 )
@@ -23,7 +24,7 @@ func TestListenTCP(t *testing.T) {
 			c.Close()
 		}
 	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 	is.NoErr(err)
 	defer c.Close()
 	ip, ok := PeerIP(c)
@@ -81,17 +82,30 @@ func TestAllow(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	c1, err := net.Dial("tcp", inner.Addr().String())
+	c1, err := net.DialTimeout("tcp", inner.Addr().String(), 5*time.Second)
 	is.NoErr(err)
 	defer c1.Close()
-	is.Equal(<-deniedPeers, "127.0.0.1") // refused and reported
+	is.Equal(receive(t, deniedPeers), "127.0.0.1") // refused and reported
+	c1.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = c1.Read(make([]byte, 1))
-	is.True(err != nil) // closed by the listener
-	admit.Store(true)   // a reload that allows the peer
-	c2, err := net.Dial("tcp", inner.Addr().String())
+	is.True(err != nil && !os.IsTimeout(err)) // closed by the listener
+	admit.Store(true)                         // a reload that allows the peer
+	c2, err := net.DialTimeout("tcp", inner.Addr().String(), 5*time.Second)
 	is.NoErr(err)
 	defer c2.Close()
-	c := <-accepted
+	c := receive(t, accepted)
 	defer c.Close()
 	is.Equal(c.RemoteAddr().String(), c2.LocalAddr().String())
+}
+
+// receive returns the next value of ch, failing the test after 10 seconds.
+func receive[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing received")
+		panic("unreachable")
+	}
 }
