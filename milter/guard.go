@@ -49,15 +49,19 @@ import (
 type guard struct {
 	log         *slog.Logger
 	onMalformed func(reason string)
-	bufs        sync.Pool // *[]byte: header and body of a packet in flight
-	closing     atomic.Bool
+	// idle returns the longest wait for the next packet after negotiation
+	// ([server] milter_idle_timeout, read at every packet so a reload
+	// applies to open connections); nil or 0 for no limit.
+	idle    func() time.Duration
+	bufs    sync.Pool // *[]byte: header and body of a packet in flight
+	closing atomic.Bool
 
 	mu    sync.Mutex
 	conns map[*guardConn]struct{}
 }
 
-func newGuard(log *slog.Logger, onMalformed func(string)) *guard {
-	return &guard{log: log, onMalformed: onMalformed, conns: make(map[*guardConn]struct{})}
+func newGuard(log *slog.Logger, onMalformed func(string), idle func() time.Duration) *guard {
+	return &guard{log: log, onMalformed: onMalformed, idle: idle, conns: make(map[*guardConn]struct{})}
 }
 
 // listener wraps ln: Accept returns guarded connections.
@@ -133,7 +137,8 @@ func (g *guard) getBuf(n int) *[]byte {
 // This relies on go-milter reading one packet, handling it and only then
 // reading the next (wire.ReadPacket reads without buffering): a Read
 // that finds no packet in flight is go-milter waiting for the next one.
-// Read deadlines set by go-milter are passed through.
+// Read deadlines set by go-milter (at negotiation) are passed through;
+// after negotiation the guard sets the idle deadline before each packet.
 type guardConn struct {
 	net.Conn
 	g *guard
@@ -220,6 +225,17 @@ func (c *guardConn) readHeader() error {
 		c.mu.Unlock()
 		return io.EOF // the server is shutting down: end quietly
 	}
+	var idle time.Duration
+	if c.negotiated && c.g.idle != nil {
+		// go-milter sets no deadline after negotiation (read timeout 0):
+		// the idle limit is ours, from the configuration in force.
+		if idle = c.g.idle(); idle > 0 {
+			c.deadline = time.Now().Add(idle)
+			if !c.interrupted {
+				_ = c.Conn.SetReadDeadline(c.deadline)
+			}
+		}
+	}
 	c.waiting = true
 	c.mu.Unlock()
 
@@ -242,6 +258,11 @@ func (c *guardConn) readHeader() error {
 	if n == 0 {
 		if interrupted && errors.Is(err, os.ErrDeadlineExceeded) {
 			return io.EOF // shutdown cut the wait short
+		}
+		if idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			c.g.log.Info("milter connection idle too long; closing",
+				slog.String("peer", peerName(c.Conn)), slog.Duration("milter_idle_timeout", idle))
+			return io.EOF
 		}
 		return err // io.EOF when the MTA closed; a timeout; ...
 	}

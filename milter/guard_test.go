@@ -1,12 +1,18 @@
 package milter
 
 import (
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	gomilter "github.com/d--j/go-milter"
 	"github.com/matryer/is"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
 )
 
 // malformedCounter counts Options.OnMalformed calls, as the integrator's
@@ -292,12 +298,12 @@ func (g *guard) idleBuffers() (held, waiting int) {
 }
 
 // go-milter's read deadlines pass through the guard: the hard-coded wait
-// for the negotiation, and [server] idle_timeout between two packets.
+// for the negotiation, and [server] milter_idle_timeout between two packets.
 // Without them a silent peer would hold its connection forever.
 func TestDeadlinesPassThrough(t *testing.T) {
 	is := is.New(t)
 	var mc malformedCounter
-	ts := startMilterWith(t, "tcp", "[server]\nidle_timeout = \"300ms\"", serverSetup{opts: Options{OnMalformed: mc.add}})
+	ts := startMilterWith(t, "tcp", "[server]\nmilter_idle_timeout = \"300ms\"", serverSetup{opts: Options{OnMalformed: mc.add}})
 	silent := ts.dialRaw(t) // never negotiates
 	is.True(silent.closedByServer())
 	idle := ts.dialRaw(t)
@@ -305,7 +311,46 @@ func TestDeadlinesPassThrough(t *testing.T) {
 	idle.write(pkt(cmdConnect, "mail.example\x00U"))
 	code, _ := idle.readPacket()
 	is.Equal(code, byte('c'))
-	is.True(idle.closedByServer()) // idle_timeout
+	is.True(idle.closedByServer()) // milter_idle_timeout
 	is.Equal(len(mc.get()), 0)     // a timeout is not a malformed packet
 	ts.goodSession(t)
+}
+
+// TestMilterIdleTimeoutReloads: the idle limit is read before every
+// packet, so a reload applies it to connections already open; and the
+// policy idle_timeout does not close a milter session (Sendmail keeps one
+// milter connection for a whole SMTP session; e2e sendmail-idle-checked).
+func TestMilterIdleTimeoutReloads(t *testing.T) {
+	is := is.New(t)
+	ts := startMilter(t, "tcp", "[server]\nidle_timeout = \"100ms\"\nmilter_idle_timeout = \"1h\"")
+	idle := ts.dialRaw(t)
+	idle.negotiate()
+	idle.write(pkt(cmdConnect, "mail.example\x00U"))
+	code, _ := idle.readPacket()
+	is.Equal(code, byte('c'))
+	time.Sleep(300 * time.Millisecond) // past idle_timeout: still open
+	idle.write(pkt(cmdHelo, "mail.example\x00"))
+	code, _ = idle.readPacket()
+	is.Equal(code, byte('c'))
+
+	cfg, err := rules.Parse("test.toml", "[server]\nmilter_idle_timeout = \"200ms\"")
+	is.NoErr(err)
+	ts.engine.SetConfig(cfg)
+	// The wait in progress keeps its old deadline; the next one is short.
+	idle.write(pkt(cmdHelo, "mail.example\x00"))
+	code, _ = idle.readPacket()
+	is.Equal(code, byte('c'))
+	is.True(idle.closedByServer())
+	is.Equal(len(ts.logLines("INFO", "milter connection idle too long")), 1)
+}
+
+// TestLibraryWarningsRouted: go-milter's warnings reach the slog logger.
+func TestLibraryWarningsRouted(t *testing.T) {
+	is := is.New(t)
+	old := gomilter.LogWarning
+	t.Cleanup(func() { gomilter.LogWarning = old })
+	var buf testutil.SyncBuffer
+	RouteLibraryWarnings(slog.New(slog.NewJSONHandler(&buf, nil)))
+	gomilter.LogWarning("Error writing packet: %v", "broken pipe")
+	is.True(strings.Contains(buf.String(), `"level":"WARN","msg":"milter library warning","detail":"Error writing packet: broken pipe"`))
 }

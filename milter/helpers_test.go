@@ -173,6 +173,14 @@ func (m *mta) connect(ip, name string) string {
 	return reply(m.s.Conn(name, fam, 25, ip))
 }
 
+// connectFamily sends a connect event with a family given by name
+// ("unknown", "unix", "tcp4", "tcp6") and a raw address.
+func (m *mta) connectFamily(family, addr string) string {
+	fam := map[string]gomilter.ProtoFamily{"unknown": gomilter.FamilyUnknown, "unix": gomilter.FamilyUnix,
+		"tcp4": gomilter.FamilyInet, "tcp6": gomilter.FamilyInet6}[family]
+	return reply(m.s.Conn("unknown", fam, 0, addr))
+}
+
 func (m *mta) helo(name string) string { return reply(m.s.Helo(name)) }
 func (m *mta) mail(from string) string { return reply(m.s.Mail(from, "")) }
 func (m *mta) rcpt(to string) string   { return reply(m.s.Rcpt(to, "")) }

@@ -16,6 +16,7 @@ package milter
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -58,6 +59,9 @@ type Options struct {
 	// (each ends its connection), with the reason: one of a fixed set of
 	// short texts without client data, fit for a metric label.
 	OnMalformed func(reason string)
+	// OnBadAddress, when set, is called once for each session whose
+	// client address the MTA sent but that cannot be parsed.
+	OnBadAddress func()
 }
 
 // Server is a milter server. Serve may be called on several listeners at
@@ -67,6 +71,8 @@ type Server struct {
 	log    *slog.Logger
 	srv    *gomilter.Server
 	guard  *guard
+
+	onBadAddress func()
 }
 
 // New returns a milter server answering with engine's verdicts.
@@ -77,8 +83,12 @@ func New(engine *rules.Engine, opts Options) *Server {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
-	s := &Server{engine: engine, log: opts.Logger, guard: newGuard(opts.Logger, opts.OnMalformed)}
-	s.srv = gomilter.NewServer(append(NegotiationOptions(engine.Config().Server.IdleTimeout),
+	s := &Server{engine: engine, log: opts.Logger, onBadAddress: opts.OnBadAddress,
+		guard: newGuard(opts.Logger, opts.OnMalformed, func() time.Duration { return engine.Config().Server.MilterIdleTimeout })}
+	// No read timeout in go-milter: the guard sets the idle deadline
+	// before each packet, from the configuration in force, so a reload
+	// changes it for the sessions already open.
+	s.srv = gomilter.NewServer(append(NegotiationOptions(0),
 		gomilter.WithMilter(func() gomilter.Milter { return newSession(s) }),
 		gomilter.WithWriteTimeout(opts.WriteTimeout),
 	)...)
@@ -87,8 +97,8 @@ func New(engine *rules.Engine, opts Options) *Server {
 
 // NegotiationOptions are the go-milter server options that set what the
 // milter negotiates with the MTA: its actions, protocol steps and macros,
-// and readTimeout, the longest wait between two callbacks of one SMTP
-// session. The do-nothing milter of "bench null-milter" uses them too, so
+// and readTimeout, go-milter's longest wait between two callbacks of one
+// SMTP session (0: none; Server leaves it to its guard). The do-nothing milter of "bench null-milter" uses them too, so
 // the two are measured on equal terms.
 func NegotiationOptions(readTimeout time.Duration) []gomilter.Option {
 	return []gomilter.Option{
@@ -127,4 +137,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.srv.Close()
 	}
 	return err
+}
+
+// RouteLibraryWarnings sends go-milter's own warnings (a write error, an
+// MTA that sent something it cannot handle) to log at warn level, instead
+// of the standard library's log package, so a JSON log stays JSON.
+// go-milter keeps its hook in a package variable: this sets it for the
+// whole process, so serve calls it once, at start.
+func RouteLibraryWarnings(log *slog.Logger) {
+	gomilter.LogWarning = func(format string, v ...any) {
+		log.Warn("milter library warning", slog.String("detail", fmt.Sprintf(format, v...)))
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
+	"github.com/smtp-interceptor/smtp-interceptor/rules"
 )
 
 var waitFor = testutil.WaitFor
@@ -41,9 +43,16 @@ deny = ["ETRN"]
 			is := is.New(t)
 			ts := startMilter(t, network, cfg)
 
+			// With delay_reject (the default) a refused HELO is judged at
+			// MAIL FROM, never at HELO: a HELO reject would stick for the
+			// whole session and hide AUTH (e2e sasl-milter-helo-refused-at-mail).
 			m := ts.session(t, postfixMacros("192.0.2.1", "mail.good.test"))
 			is.Equal(m.connect("192.0.2.1", "mail.good.test"), "")
-			is.Equal(m.helo("pc1.dynamic.test"), "550 5.7.1 HELO/EHLO not accepted")
+			is.Equal(m.helo("pc1.dynamic.test"), "")
+			is.Equal(m.mail("a@good.test"), "550 5.7.1 HELO/EHLO not accepted")
+			is.NoErr(m.s.Abort(nil))
+			is.Equal(m.mail("a@good.test"), "550 5.7.1 HELO/EHLO not accepted") // until a HELO passes
+			is.NoErr(m.s.Abort(nil))
 			is.Equal(m.helo("mail.good.test"), "")
 			is.Equal(m.mail("x@bad.test"), "550 5.7.1 Sender address rejected")
 			is.NoErr(m.s.Abort(nil)) // the MTA ends the refused transaction
@@ -62,31 +71,88 @@ deny = ["ETRN"]
 			is.Equal(m.rcpt("3@domino.test"), "")
 			is.Equal(reply(m.s.Unknown("ETRN example.com", nil)), "502 5.5.1 Command not permitted")
 
-			// A blacklisted client: refused at MAIL FROM (delay_reject).
+			// A blacklisted client: refused at MAIL FROM, not before
+			// (delay_reject; e2e sendmail-blacklist-text,
+			// sasl-milter-privbl-noauth-refused).
 			b := ts.session(t, postfixMacros("192.0.2.66", "unknown"))
 			is.Equal(b.connect("192.0.2.66", "[192.0.2.66]"), "")
-			is.Equal(b.helo("x.example"), "550 5.7.1 Connection from 192.0.2.66 denied")
+			is.Equal(b.helo("x.example"), "")
 			is.Equal(b.mail("a@good.test"), "550 5.7.1 Connection from 192.0.2.66 denied")
 		})
 	}
 }
 
+// TestDelayReject follows what Postfix and Sendmail send a milter for a
+// client that authenticates after EHLO: connect, HELO, then MAIL with
+// {auth_authen} (e2e sasl-milter-privbl-auth-delivered,
+// sasl-milter-helo-refused-auth-delivered, sendmail-auth-exempt). The
+// refusals are held until MAIL FROM, where the session is exempt; without
+// AUTH they come at MAIL FROM (e2e sasl-milter-privbl-noauth-refused).
 func TestDelayReject(t *testing.T) {
+	const lists = "[blacklist]\nhosts = [\"192.0.2.66\"]\n[helo]\ndeny = [\"*.dynamic.test\"]\n"
 	is := is.New(t)
-	ts := startMilter(t, "tcp", "[blacklist]\nhosts = [\"192.0.2.66\"]")
-	// Authenticated after EHLO: never refused for its address.
+	ts := startMilter(t, "tcp", lists)
 	m := ts.session(t, postfixMacros("192.0.2.66", "unknown"))
 	is.Equal(m.connect("192.0.2.66", "unknown"), "")
-	is.Equal(m.helo("x.example"), "550 5.7.1 Connection denied based on policy reason") // not yet authenticated
-	is.Equal(m.helo("x.example"), "550 5.7.1 Connection denied based on policy reason")
+	is.Equal(m.helo("pc1.dynamic.test"), "")
 	m.macros.Set(macroAuthAuthen, "roaming") // AUTH after EHLO
 	is.Equal(m.mail("a@good.test"), "")
 	is.Equal(m.rcpt("b@domino.test"), "")
+	is.Equal(m.data(), "")
+	res, _ := m.message()
+	is.Equal(res, "")
 
-	// delay_reject = false: refused at connect.
-	ts2 := startMilter(t, "tcp", "[server]\ndelay_reject = false\n[blacklist]\nhosts = [\"192.0.2.66\"]")
+	// A denied HELO alone, authenticated: delivered too.
+	h := ts.session(t, postfixMacros("192.0.2.1", "unknown"))
+	is.Equal(h.connect("192.0.2.1", "unknown"), "")
+	is.Equal(h.helo("pc1.dynamic.test"), "")
+	h.macros.Set(macroAuthAuthen, "roaming")
+	is.Equal(h.mail("a@good.test"), "")
+
+	// Not authenticated: the connect-time refusal comes first, at MAIL.
+	n := ts.session(t, postfixMacros("192.0.2.66", "unknown"))
+	is.Equal(n.connect("192.0.2.66", "unknown"), "")
+	is.Equal(n.helo("pc1.dynamic.test"), "")
+	is.Equal(n.mail("a@good.test"), "550 5.7.1 Connection denied based on policy reason")
+
+	// delay_reject = false: refused at connect (e2e
+	// sasl-milter-nodelay-connect-refused, sendmail-nodelay-connect-dropped-text).
+	ts2 := startMilter(t, "tcp", "[server]\ndelay_reject = false\n"+lists)
 	m2 := ts2.session(t, postfixMacros("192.0.2.66", "unknown"))
 	is.Equal(m2.connect("192.0.2.66", "unknown"), "550 5.7.1 Connection denied based on policy reason")
+}
+
+// TestDelayedRefusalsRecordedOnlyWhenGiven: a refusal that is held and
+// never given (the client authenticated) is not counted, logged or
+// observed; one that is given is counted once.
+func TestDelayedRefusalsRecordedOnlyWhenGiven(t *testing.T) {
+	is := is.New(t)
+	ts := startMilter(t, "tcp", "[blacklist]\nhosts = [\"192.0.2.66\"]")
+	m := ts.session(t, postfixMacros("192.0.2.66", "unknown"))
+	is.Equal(m.connect("192.0.2.66", "unknown"), "")
+	is.Equal(m.helo("x.example"), "")
+	m.macros.Set(macroAuthAuthen, "roaming")
+	is.Equal(m.mail("a@good.test"), "")
+	is.Equal(refusals(ts.engine), uint64(0))
+	is.Equal(len(ts.logLines("INFO", "msg=refused")), 0)
+
+	n := ts.session(t, postfixMacros("192.0.2.66", "unknown"))
+	is.Equal(n.connect("192.0.2.66", "unknown"), "")
+	is.Equal(n.helo("x.example"), "")
+	is.Equal(n.mail("a@good.test"), "550 5.7.1 Connection denied based on policy reason")
+	is.Equal(refusals(ts.engine), uint64(1))
+	is.Equal(len(ts.logLines("INFO", "msg=refused")), 1)
+}
+
+// refusals sums the engine's refusing verdicts.
+func refusals(e *rules.Engine) uint64 {
+	var n uint64
+	for _, v := range e.Counters().Snapshot().Verdicts {
+		if v.Action.Refuses() {
+			n += v.Count
+		}
+	}
+	return n
 }
 
 func TestDisconnect(t *testing.T) {
@@ -159,15 +225,50 @@ func TestMissingMacros(t *testing.T) {
 	// No macros at all: the callback arguments stand in.
 	m := ts.session(t, nil)
 	is.Equal(m.connect("192.0.2.66", "[192.0.2.66]"), "")
-	is.Equal(m.helo("x.example"), "550 5.7.1 Connection denied based on policy reason")
+	is.Equal(m.helo("x.example"), "")
+	is.Equal(m.mail("a@example.com"), "550 5.7.1 Connection denied based on policy reason")
 	n := ts.session(t, nil)
 	is.Equal(n.connect("198.51.100.1", "host.bad.test"), "")
-	is.Equal(n.helo("x.example"), "550 5.7.1 Connection denied based on policy reason")
+	is.Equal(n.helo("x.example"), "")
+	is.Equal(n.mail("a@example.com"), "550 5.7.1 Connection denied based on policy reason")
 	// The macro wins over the argument when both are there.
 	o := ts.session(t, map[string]string{macroClientAddr: "192.0.2.1", macroClientName: "unknown"})
 	is.Equal(o.connect("192.0.2.66", "host.bad.test"), "")
 	is.Equal(o.helo("x.example"), "")
 	is.Equal(o.mail("a@example.com"), "")
+}
+
+// TestClientAddressForms: Sendmail sends an IPv6 client as
+// "IPv6:0:0:0:0:0:0:0:1" in {client_addr} (e2e
+// sendmail-ipv6-privbl-refused); brackets and the full form are accepted
+// too. An address that is there but does not parse is logged and counted.
+func TestClientAddressForms(t *testing.T) {
+	is := is.New(t)
+	var bad atomic.Int64
+	ts := startMilterWith(t, "tcp", "[private_blacklist]\nenabled = true\naction = \"reject\"\nmessage = \"Listed\"\nhosts = [\"::1\", \"2001:db8::/32\"]",
+		serverSetup{opts: Options{OnBadAddress: func() { bad.Add(1) }}})
+	for _, raw := range []string{"IPv6:0:0:0:0:0:0:0:1", "IPv6:::1", "[IPv6:::1]", "[::1]", "0:0:0:0:0:0:0:1", "ipv6:2001:db8:0:0:0:0:0:7"} {
+		m := ts.session(t, map[string]string{macroClientAddr: raw, macroClientName: "unknown"})
+		is.Equal(m.connect("::1", "unknown"), "")
+		is.Equal(m.helo("x.example"), "")
+		is.Equal(m.mail("a@example.com"), "550 5.7.1 Listed") // raw
+	}
+	is.Equal(bad.Load(), int64(0))
+
+	// Unparseable in the macro, fine in the callback: the callback's is used.
+	m := ts.session(t, map[string]string{macroClientAddr: "IPv6:bogus", macroClientName: "unknown"})
+	is.Equal(m.connect("::1", "unknown"), "")
+	is.Equal(m.helo("x.example"), "")
+	is.Equal(m.mail("a@example.com"), "550 5.7.1 Listed")
+	is.Equal(bad.Load(), int64(0))
+
+	// Unparseable in both: no address, logged and counted.
+	b := ts.session(t, map[string]string{macroClientAddr: "IPv6:bogus", macroClientName: "unknown"})
+	is.Equal(b.connectFamily("unknown", ""), "")
+	is.Equal(b.helo("x.example"), "")
+	is.Equal(b.mail("a@example.com"), "")
+	waitFor(t, "the bad address to be counted", func() bool { return bad.Load() == 1 })
+	is.Equal(len(ts.logLines("WARN", `client_addr="\"IPv6:bogus\""`)), 1)
 }
 
 func TestAbortThenNewTransaction(t *testing.T) {

@@ -66,16 +66,16 @@ func (m *session) macro(mod gomilter.Modifier, name string) (string, bool) {
 }
 
 // Connect starts the engine session and runs the connect-time controls.
-// Their refusal is given here only with [server] delay_reject = false;
-// otherwise the engine repeats it at every later stage, so a client that
-// authenticates after EHLO is not refused for its address.
+// Their refusal is given here only with [server] delay_reject = false.
+// Otherwise it is held (Engine.Prepare) and given first at MAIL FROM,
+// where {auth_authen} tells whether the client authenticated: Postfix and
+// Sendmail both keep a milter's connect or HELO reject for the whole
+// session and then offer no AUTH, so an earlier reply would lock out the
+// authenticated users the exemption is for (e2e
+// sasl-milter-privbl-auth-delivered, sendmail-auth-exempt).
 func (m *session) Connect(host, family string, port uint16, addr string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.recoverPanic("connect", &resp, &err)
-	ipText := addr
-	if v, ok := m.macro(mod, macroClientAddr); ok && v != "" {
-		ipText = v
-	}
-	ip, _ := netip.ParseAddr(strings.Trim(ipText, "[]"))
+	ip := m.clientIP(mod, family, addr)
 	name, ok := m.macro(mod, macroClientName)
 	if !ok {
 		// Postfix and Sendmail pass the verified name as host, or the
@@ -84,11 +84,48 @@ func (m *session) Connect(host, family string, port uint16, addr string, mod gom
 	}
 	m.sess = rules.NewSession(ip, name)
 	m.sess.ID = "milter-" + strconv.FormatUint(m.id, 10)
-	v := m.srv.engine.Connect(context.Background(), m.sess)
-	if v.Action.Refuses() && !m.srv.engine.Config().Server.DelayReject {
-		return response(&v)
+	if m.srv.engine.Config().Server.DelayReject {
+		m.srv.engine.Prepare(context.Background(), m.sess)
+		return gomilter.RespContinue, nil
 	}
-	return gomilter.RespContinue, nil
+	v := m.srv.engine.Connect(context.Background(), m.sess)
+	return response(&v)
+}
+
+// clientIP returns the client's address: from {client_addr}, else the
+// connect callback's address, in any form an MTA sends (Sendmail:
+// "IPv6:0:0:0:0:0:0:0:1"; see rules.ParseClientIP). An address that is
+// there but does not parse is logged at warn with its raw value and
+// reported to OnBadAddress; the session then has no address (host lists
+// do not apply to it). A connection without one (a unix socket, family
+// "unknown") is not an error.
+func (m *session) clientIP(mod gomilter.Modifier, family, addr string) netip.Addr {
+	raw, _ := m.macro(mod, macroClientAddr)
+	if ip, err := rules.ParseClientIP(raw); err == nil {
+		return ip
+	}
+	if ip, err := rules.ParseClientIP(addr); err == nil {
+		return ip
+	}
+	if strings.TrimSpace(raw) == "" && (addr == "" || family == "unix" || family == "unknown") {
+		return netip.Addr{}
+	}
+	m.srv.log.Warn("milter client address cannot be parsed; host lists do not apply to this session",
+		slog.String("client_addr", strconv.QuoteToASCII(truncate(raw, 100))),
+		slog.String("connect_addr", strconv.QuoteToASCII(truncate(addr, 100))),
+		slog.String("family", family), slog.Uint64("milter_id", m.id))
+	if m.srv.onBadAddress != nil {
+		m.srv.onBadAddress()
+	}
+	return netip.Addr{}
+}
+
+// truncate cuts s to at most n bytes.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // ensure makes a session when the MTA skipped the connect event.
@@ -100,16 +137,24 @@ func (m *session) ensure() {
 }
 
 // Helo runs the HELO/EHLO controls. The milter protocol does not tell HELO
-// from EHLO.
+// from EHLO. With delay_reject the name is only noted (Engine.HoldHelo)
+// and judged at MAIL FROM, for the reason Connect gives (e2e
+// sasl-milter-helo-refused-auth-delivered, sasl-milter-helo-refused-at-mail).
 func (m *session) Helo(name string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.recoverPanic("helo", &resp, &err)
 	m.ensure()
+	if m.srv.engine.Config().Server.DelayReject {
+		m.srv.engine.HoldHelo(m.sess, "HELO", name)
+		return gomilter.RespContinue, nil
+	}
 	v := m.srv.engine.Helo(context.Background(), m.sess, "HELO", name)
 	return response(&v)
 }
 
-// MailFrom starts a transaction and runs the connect-time refusal (if
-// any, and not exempt by authentication) and the MAIL FROM controls.
+// MailFrom starts a transaction and runs, unless the session is exempt by
+// authentication, a held connect-time or HELO refusal and the MAIL FROM
+// controls. {auth_authen} is sent at MAIL only after a successful AUTH,
+// by Postfix and Sendmail alike.
 func (m *session) MailFrom(from, esmtpArgs string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.recoverPanic("mail", &resp, &err)
 	m.ensure()

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,9 @@ type Options struct {
 	// one of ReasonLineTooLong and the other Reason constants, fixed texts
 	// without client data, fit for a metric label.
 	OnBadRequest func(reason string)
+	// OnBadAddress, when set, is called once for each message whose
+	// client_address is there but cannot be parsed.
+	OnBadAddress func()
 }
 
 // readBufferBytes is the read buffer of a connection. Postfix's requests
@@ -68,6 +72,7 @@ type Server struct {
 	instances    *instanceTable
 	writeTimeout time.Duration
 	onBadRequest func(reason string)
+	onBadAddress func()
 	writers      sync.Pool // *bufio.Writer, taken only to write a reply
 
 	mu        sync.Mutex
@@ -100,6 +105,7 @@ func New(engine *rules.Engine, opts Options) *Server {
 		instances:    newInstanceTable(opts.MaxInstances, opts.InstanceTTL, opts.Now),
 		writeTimeout: opts.WriteTimeout,
 		onBadRequest: opts.OnBadRequest,
+		onBadAddress: opts.OnBadAddress,
 		writers:      sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 512) }},
 		listeners:    map[net.Listener]struct{}{},
 		conns:        map[*conn]struct{}{},
@@ -396,10 +402,13 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	}
 	if in.sess == nil {
 		in.client, in.port = req.ClientAddress, req.ClientPort
-		ip, err := netip.ParseAddr(req.ClientAddress)
+		ip, err := rules.ParseClientIP(req.ClientAddress)
 		if err != nil && req.ClientAddress != "" {
 			s.log.Warn("policy request with a bad client_address; host lists are not applied",
-				slog.String("peer", c.peer), slog.String("client_address", req.ClientAddress))
+				slog.String("peer", c.peer), slog.String("client_address", strconv.QuoteToASCII(truncate(req.ClientAddress, 100))))
+			if s.onBadAddress != nil {
+				s.onBadAddress()
+			}
 		}
 		in.sess = rules.NewSession(ip, req.ClientName)
 		in.sess.ID = req.Instance

@@ -89,9 +89,16 @@ type ServerConfig struct {
 	// Hostname is the authserv-id of Authentication-Results headers.
 	Hostname string
 	// Allow lists the clients that may connect to the listeners.
-	Allow              *HostList
-	SocketMode         fs.FileMode
-	IdleTimeout        time.Duration
+	Allow      *HostList
+	SocketMode fs.FileMode
+	// IdleTimeout is the longest wait for a policy client's next request
+	// (Postfix's smtpd_policy_service_max_idle is 300 s).
+	IdleTimeout time.Duration
+	// MilterIdleTimeout is the longest wait for an MTA's next milter
+	// packet. A milter connection lives as long as its SMTP session, and
+	// both MTAs wait that long between a client's commands (Sendmail's
+	// confTO_COMMAND defaults to 1 h), so it must be longer.
+	MilterIdleTimeout  time.Duration
 	CheckAuthenticated bool
 	DelayReject        bool
 	// MaxConnections bounds the policy and milter connections open at

@@ -194,6 +194,7 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		Allow:               allow,
 		SocketMode:          fs.FileMode(mode),
 		IdleTimeout:         b.duration("server.idle_timeout", s.IdleTimeout),
+		MilterIdleTimeout:   b.duration("server.milter_idle_timeout", s.MilterIdleTimeout),
 		CheckAuthenticated:  s.CheckAuthenticated,
 		DelayReject:         s.DelayReject,
 		MaxConnections:      s.MaxConnections,

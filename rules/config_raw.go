@@ -30,6 +30,7 @@ type rawServer struct {
 	AllowFile          string   `toml:"allow_file"`
 	SocketMode         string   `toml:"socket_mode"`
 	IdleTimeout        string   `toml:"idle_timeout"`
+	MilterIdleTimeout  string   `toml:"milter_idle_timeout"`
 	CheckAuthenticated bool     `toml:"check_authenticated"`
 	DelayReject        bool     `toml:"delay_reject"`
 	MaxConnections     int      `toml:"max_connections"`
@@ -132,7 +133,9 @@ func defaults() rawConfig {
 			Allow:       []string{"127.0.0.0/8", "::1"},
 			SocketMode:  "0660",
 			IdleTimeout: "330s",
-			DelayReject: true,
+			// Sendmail's confTO_COMMAND (1 h) and a margin.
+			MilterIdleTimeout: "65m",
+			DelayReject:       true,
 		},
 		Log: rawLog{Level: "info", Format: "text"},
 		DNS: rawDNS{

@@ -107,6 +107,32 @@ func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
 	return e.finish(s, v)
 }
 
+// Prepare runs the connect-time controls for an adapter that delivers
+// their refusal later (the milter with [server] delay_reject = true): a
+// refusal is kept in the session, and neither counted, logged nor
+// observed, until a later stage delivers it. That stage is MAIL FROM or
+// after, where the MTA has told whether the client authenticated: an
+// authenticated session (with check_authenticated = false) never gets it,
+// and nothing records a refusal nobody saw. A verdict that does not
+// refuse (accept, tag) is finished as Connect finishes it. The verdict
+// returned never refuses; its trace says when a refusal is held.
+func (e *Engine) Prepare(ctx context.Context, s *Session) Verdict {
+	cfg := e.cfg.Load()
+	if !s.connect.Done {
+		e.runConnect(ctx, cfg, s)
+	}
+	r := &s.connect
+	if r.Refusal == nil || e.exempt(cfg, s) {
+		return e.Connect(ctx, s)
+	}
+	v := Verdict{Stage: StageConnect, Reason: r.Reason, Logged: r.Logged}
+	if s.Trace {
+		v.Trace = append([]TraceStep(nil), r.Trace...)
+		v.trace(s, r.Refusal.Control, "held", "refusal held until MAIL FROM (delay_reject = true): "+r.Refusal.Reply())
+	}
+	return v
+}
+
 // exempt reports whether the session bypasses every control: a client
 // whitelisted with scope "all", or an authenticated client while
 // check_authenticated is off.
@@ -141,6 +167,29 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 			v.trace(s, r.Refusal.Control, "reject", "connect-time refusal delivered at "+stage.String()+": "+r.Refusal.Reason)
 		}
 		return true
+	}
+	if s.heloHeld {
+		// A HELO/EHLO noted by HoldHelo is judged now, at the first
+		// command after it; its refusal is then repeated as any other.
+		s.heloHeld = false
+		hv := Verdict{Stage: StageHelo}
+		if !cfg.Commands.Permitted(s.heloCmd) {
+			e.counters.control(ControlCommands)
+			hv.refuse(ActionReject, 502, "5.5.1", "Command not permitted", ControlCommands, "command "+s.heloCmd+" is not permitted")
+			hv.trace(s, ControlCommands, "reject", s.heloCmd+" is denied by [commands]")
+		} else {
+			e.checkHelo(cfg, s, &hv)
+		}
+		if hv.Action.Refuses() {
+			stage := v.Stage
+			refusal := hv
+			refusal.Trace = nil
+			s.heloRefusal = &refusal
+			*v = hv
+			v.trace(s, ControlHelo, "reject", "HELO/EHLO refusal delivered at "+stage.String()+" (delay_reject = true)")
+			return true
+		}
+		v.Trace = append(v.Trace, hv.Trace...)
 	}
 	if s.heloRefusal != nil && v.Stage != StageHelo {
 		stage := v.Stage

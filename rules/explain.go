@@ -18,7 +18,28 @@ type Transaction struct {
 	Rcpts []string
 	// AuthUser simulates a SASL login before MAIL FROM.
 	AuthUser string
+	// Via is the adapter the simulation speaks for: ViaPolicy (the
+	// default) or ViaMilter. They differ in when a connect-time or HELO
+	// refusal is given and whether AUTH is known by then.
+	Via Via
 }
+
+// Via names the adapter Explain simulates.
+type Via string
+
+// The adapters.
+const (
+	// ViaPolicy: Postfix asks the policy server at RCPT (and DATA), with
+	// smtpd_delay_reject = yes as by default, so every request already
+	// carries sasl_username and every stage sees the login.
+	ViaPolicy Via = "policy"
+	// ViaMilter: the MTA calls the milter at connect, HELO, MAIL FROM
+	// ({auth_authen} known from here), RCPT and DATA. With [server]
+	// delay_reject = true connect-time and HELO refusals are held until
+	// MAIL FROM; with false they are given at connect and HELO, before
+	// any AUTH.
+	ViaMilter Via = "milter"
+)
 
 // Explanation is every stage's verdict for a simulated session, and the
 // outcome: the first refusal of a connect, HELO or MAIL stage ends the
@@ -32,6 +53,8 @@ type Explanation struct {
 	Final Verdict
 	// Accepted and Refused are the recipients accepted and refused.
 	Accepted, Refused []string
+	// Via is the adapter simulated.
+	Via Via
 }
 
 // Explain runs one simulated session through the engine with tracing on
@@ -44,11 +67,28 @@ func (e *Engine) Explain(ctx context.Context, s *Session, tx Transaction) Explan
 		x.Stages = append(x.Stages, v)
 		return v.Action.Refuses()
 	}
-	// With delay_reject the MTA would deliver a connect-time refusal later;
-	// it is the same refusal either way, so the simulation stops here.
-	stopped := add(e.Connect(ctx, s))
-	if !stopped && tx.HeloCmd != "" {
-		stopped = add(e.Helo(ctx, s, tx.HeloCmd, tx.Helo))
+	if tx.Via == "" {
+		tx.Via = ViaPolicy
+	}
+	x.Via = tx.Via
+	held := false
+	switch tx.Via {
+	case ViaMilter:
+		held = e.cfg.Load().Server.DelayReject
+	default:
+		s.AuthUser = tx.AuthUser // sasl_username is in every request asked
+	}
+	var stopped bool
+	if held {
+		add(e.Prepare(ctx, s))
+		if tx.HeloCmd != "" {
+			add(e.HoldHelo(s, tx.HeloCmd, tx.Helo))
+		}
+	} else {
+		stopped = add(e.Connect(ctx, s))
+		if !stopped && tx.HeloCmd != "" {
+			stopped = add(e.Helo(ctx, s, tx.HeloCmd, tx.Helo))
+		}
 	}
 	if !stopped && tx.From != "" {
 		s.AuthUser = tx.AuthUser
@@ -98,8 +138,8 @@ func (e *Engine) Explain(ctx context.Context, s *Session, tx Transaction) Explan
 }
 
 // MarshalJSON writes the final verdict's fields (action, code,
-// enhanced_code, text, stage, control, headers, trace) and a "stages" array
-// with each stage's verdict.
+// enhanced_code, text, stage, control, headers, trace), a "stages" array
+// with each stage's verdict, and "via", the adapter simulated.
 func (x Explanation) MarshalJSON() ([]byte, error) {
 	type stage struct {
 		Action       Action   `json:"action"`
@@ -124,6 +164,9 @@ func (x Explanation) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	if obj["stages"], err = json.Marshal(stages); err != nil {
+		return nil, err
+	}
+	if obj["via"], err = json.Marshal(x.Via); err != nil {
 		return nil, err
 	}
 	return json.Marshal(obj)

@@ -17,11 +17,30 @@ func (e *Engine) Helo(ctx context.Context, s *Session, cmd, helo string) Verdict
 	}
 	s.Helo = strings.TrimSpace(helo)
 	s.heloRefusal = nil // a new HELO/EHLO is judged afresh
+	s.heloHeld = false
 	if !e.gate(ctx, cfg, s, strings.ToUpper(cmd), &v) && e.checkHelo(cfg, s, &v) {
 		refusal := v
 		refusal.Trace = nil
 		s.heloRefusal = &refusal
 	}
+	return e.finish(s, v)
+}
+
+// HoldHelo notes a HELO or EHLO for an adapter that delivers HELO
+// refusals late (the milter with [server] delay_reject = true): the name
+// is recorded and judged at the next stage (MAIL FROM), where an
+// authenticated session is exempt, because Postfix and Sendmail both keep
+// a HELO reject for the whole session and then hide AUTH. The verdict
+// returned never refuses.
+func (e *Engine) HoldHelo(s *Session, cmd, helo string) Verdict {
+	v := Verdict{Stage: StageHelo}
+	if cmd == "" {
+		cmd = "HELO"
+	}
+	s.Helo = strings.TrimSpace(helo)
+	s.heloRefusal = nil
+	s.heloHeld, s.heloCmd = true, strings.ToUpper(cmd)
+	v.trace(s, ControlHelo, "held", "HELO/EHLO judged at MAIL FROM (delay_reject = true)")
 	return e.finish(s, v)
 }
 

@@ -515,3 +515,27 @@ func appendRange(dst []netip.Prefix, lo, hi netip.Addr) []netip.Prefix {
 		s = last.plusOne()
 	}
 }
+
+// ParseClientIP parses a client address as an MTA reports it: plain IPv4
+// or IPv6 (compressed or full form, such as 0:0:0:0:0:0:0:1), in brackets
+// ("[192.0.2.1]", "[IPv6:2001:db8::1]"), or with the RFC 5321 "IPv6:"
+// prefix that Sendmail puts in {client_addr} and the milter connect
+// address ("IPv6:0:0:0:0:0:0:0:1"). The result is normalized
+// (NormalizeIP). Surrounding white space is ignored.
+func ParseClientIP(raw string) (netip.Addr, error) {
+	s := strings.TrimSpace(raw)
+	if len(s) >= 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		s = s[1 : len(s)-1]
+	}
+	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
+		s = s[5:]
+		if strings.IndexByte(s, ':') < 0 {
+			return netip.Addr{}, fmt.Errorf("client address %q: not an IPv6 address after IPv6:", raw)
+		}
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("client address %q: %w", raw, err)
+	}
+	return NormalizeIP(ip), nil
+}

@@ -36,6 +36,10 @@ type Session struct {
 	// later command until a HELO/EHLO passes: a client cannot shrug off a
 	// refused HELO by sending MAIL FROM anyway.
 	heloRefusal *Verdict
+	// heloHeld is set by HoldHelo: the HELO/EHLO (command heloCmd) is
+	// judged at the next stage.
+	heloHeld bool
+	heloCmd  string
 	// connectRefusalSent is set once the connect-time refusal was given;
 	// later deliveries are marked Repeated.
 	connectRefusalSent bool
@@ -72,6 +76,7 @@ func (s *Session) ContinueFrom(prev *Session) {
 	s.Helo = prev.Helo
 	s.connect = prev.connect
 	s.heloRefusal = prev.heloRefusal
+	s.heloHeld, s.heloCmd = prev.heloHeld, prev.heloCmd
 	s.connectRefusalSent = prev.connectRefusalSent
 }
 

@@ -31,6 +31,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	auth := fs.String("auth", "", "SASL login `name`: simulate an authenticated client")
 	var rcpts repeated
 	fs.Var(&rcpts, "rcpt", "RCPT TO `address` (repeat for several)")
+	via := fs.String("via", "policy", "adapter to simulate: `policy` (Postfix asks at RCPT, after AUTH) or milter (connect, HELO, then MAIL FROM after AUTH; delay_reject applies)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -46,6 +47,10 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	addr, err := netip.ParseAddr(*ip)
 	if err != nil {
 		fmt.Fprintf(stderr, "explain: --ip %q is not an IP address\n", *ip)
+		return exitUsage
+	}
+	if *via != string(rules.ViaPolicy) && *via != string(rules.ViaMilter) {
+		fmt.Fprintf(stderr, "explain: --via %q: want policy or milter\n", *via)
 		return exitUsage
 	}
 	if len(rcpts) > 0 && *from == "" {
@@ -70,7 +75,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	engine := rules.NewEngine(cfg, opts)
 	s := rules.NewSession(addr, *name)
 	s.ID = "explain"
-	tx := rules.Transaction{From: *from, Rcpts: rcpts, AuthUser: *auth}
+	tx := rules.Transaction{From: *from, Rcpts: rcpts, AuthUser: *auth, Via: rules.Via(*via)}
 	if flagSet(fs, "helo") {
 		tx.HeloCmd, tx.Helo = "EHLO", *helo
 	}
@@ -85,7 +90,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return exitOK
 	}
-	printExplanation(stdout, s, x)
+	printExplanation(stdout, s, x, tx.Via, cfg.Server.DelayReject)
 	return exitOK
 }
 
@@ -101,12 +106,16 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-func printExplanation(w io.Writer, s *rules.Session, x rules.Explanation) {
+func printExplanation(w io.Writer, s *rules.Session, x rules.Explanation, via rules.Via, delayReject bool) {
 	client := s.ClientIP.String()
 	if s.ClientName != "" {
 		client += " (" + s.ClientName + ")"
 	}
-	fmt.Fprintf(w, "client %s\n", client)
+	fmt.Fprintf(w, "client %s, as the %s server decides", client, via)
+	if via == rules.ViaMilter {
+		fmt.Fprintf(w, " (delay_reject %s)", onOff(delayReject))
+	}
+	fmt.Fprintln(w)
 	for _, v := range x.Stages {
 		fmt.Fprintf(w, "%-8s %s\n", v.Stage, describe(v))
 		for _, t := range v.Trace {

@@ -102,8 +102,13 @@ func TestMalformedMilterPacketsOnTheBinary(t *testing.T) {
 		t.Logf("%s: survived", name)
 	}
 	is.Equal(policyAsk(t, "unix", psock, "192.0.2.1"), "action=DUNNO")
+	// A client address that does not parse: answered, warned, counted.
+	is.Equal(policyAsk(t, "unix", psock, "IPv6:bogus"), "action=DUNNO")
+	metrics := httpGet(t, "http://"+maddr+"/metrics")
+	is.True(strings.Contains(metrics, `smtp_interceptor_bad_client_addresses_total{protocol="policy"} 1`+"\n"))
+	is.True(strings.Contains(metrics, `smtp_interceptor_bad_client_addresses_total{protocol="milter"} 0`+"\n"))
 	var total float64
-	for _, line := range strings.Split(httpGet(t, "http://"+maddr+"/metrics"), "\n") {
+	for _, line := range strings.Split(metrics, "\n") {
 		if strings.HasPrefix(line, `smtp_interceptor_malformed_requests_total{protocol="milter"`) {
 			var v float64
 			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -76,6 +77,7 @@ type explainJSON struct {
 	Headers      []map[string]string `json:"headers"`
 	Trace        []map[string]string `json:"trace"`
 	Stages       []map[string]any    `json:"stages"`
+	Via          string              `json:"via"`
 }
 
 func TestExplainJSON(t *testing.T) {
@@ -89,6 +91,7 @@ func TestExplainJSON(t *testing.T) {
 		stage   string
 		control string
 		stages  int
+		via     string // "" means policy
 	}{
 		{name: "accepted", args: []string{"--ip", "192.0.2.1", "--helo", "mail.example.com", "--from", "a@example.com", "--rcpt", "b@domino.test"},
 			action: "accept", stage: "data", stages: 5},
@@ -108,6 +111,18 @@ func TestExplainJSON(t *testing.T) {
 			action: "reject", code: 550, enh: "5.7.1", text: "Recipient address rejected", stage: "rcpt", control: "recipients", stages: 4},
 		{name: "authenticated", args: []string{"--ip", "192.0.2.1", "--from", "a@example.com", "--auth", "user", "--rcpt", "nobody@domino.test"},
 			action: "accept", stage: "data", stages: 4},
+		// What the running servers answer an authenticated client on a list
+		// (e2e sasl-policy-privbl-auth-delivered, sasl-milter-privbl-auth-delivered).
+		{name: "blacklisted, authenticated, policy", args: []string{"--ip", "192.0.2.66", "--helo", "pc1.dynamic.test", "--from", "a@example.com", "--auth", "user", "--rcpt", "b@domino.test"},
+			action: "accept", stage: "data", stages: 5},
+		{name: "blacklisted, authenticated, milter", args: []string{"--via", "milter", "--ip", "192.0.2.66", "--helo", "pc1.dynamic.test", "--from", "a@example.com", "--auth", "user", "--rcpt", "b@domino.test"},
+			via: "milter", action: "accept", stage: "data", stages: 5},
+		// Not authenticated, through the milter: held until MAIL FROM
+		// (e2e sasl-milter-privbl-noauth-refused).
+		{name: "blacklisted, milter", args: []string{"--via", "milter", "--ip", "192.0.2.66", "--helo", "mail.example.com", "--from", "a@example.com"},
+			via: "milter", action: "reject", code: 550, enh: "5.7.1", text: "Connection from 192.0.2.66 denied", stage: "connect", control: "blacklist", stages: 3},
+		{name: "prohibited helo, milter", args: []string{"--via", "milter", "--ip", "192.0.2.1", "--helo", "pc1.dynamic.test", "--from", "a@example.com"},
+			via: "milter", action: "reject", code: 550, enh: "5.7.1", text: "HELO/EHLO not accepted", stage: "helo", control: "helo", stages: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,6 +140,10 @@ func TestExplainJSON(t *testing.T) {
 			is.Equal(got.Stage, tt.stage)
 			is.Equal(got.Control, tt.control)
 			is.Equal(len(got.Stages), tt.stages)
+			if tt.via == "" {
+				tt.via = "policy"
+			}
+			is.Equal(got.Via, tt.via)
 			is.True(len(got.Trace) > 0) // every decision explained
 			is.True(got.Headers != nil) // always an array
 		})
@@ -147,6 +166,7 @@ func TestExplainUsage(t *testing.T) {
 		{"explain", "--ip", "not-an-ip"},
 		{"explain", "--ip", "192.0.2.1", "--rcpt", "a@b.test"},
 		{"explain", "--ip", "192.0.2.1", "extra"},
+		{"explain", "--ip", "192.0.2.1", "--via", "smtp"},
 		{"explain", "-c", filepath.Join("..", "..", "testdata", "config", "bad.toml"), "--ip", "192.0.2.1"},
 	} {
 		code, _, stderr := runCmd(args...)
@@ -188,4 +208,26 @@ func TestExplainRecipientsPartlyRefused(t *testing.T) {
 	is.Equal(got.Stages[5]["code"], float64(452)) // the third recipient: too many
 	is.Equal(got.Stages[5]["enhanced_code"], "4.5.3")
 	is.Equal(got.Action, "accept")
+}
+
+// TestExplainMilterWithoutDelay: with delay_reject = false the milter
+// refuses a listed client at connect, before any AUTH, and explain says so
+// (e2e sasl-milter-nodelay-connect-refused); the policy server still
+// exempts the login.
+func TestExplainMilterWithoutDelay(t *testing.T) {
+	is := is.New(t)
+	path := filepath.Join(t.TempDir(), "c.toml")
+	is.NoErr(os.WriteFile(path, []byte("[server]\ndelay_reject = false\n[blacklist]\nhosts = [\"192.0.2.66\"]\n"), 0o600))
+	args := []string{"explain", "-c", path, "--json", "--ip", "192.0.2.66", "--helo", "mail.example.com", "--from", "a@example.com", "--auth", "user"}
+	for _, tt := range []struct{ via, action, stage string }{{"milter", "reject", "connect"}, {"policy", "accept", "mail"}} {
+		code, stdout, stderr := runCmd(append(args, "--via", tt.via)...)
+		is.Equal(code, 0)
+		is.Equal(stderr, "")
+		var got explainJSON
+		is.NoErr(json.Unmarshal([]byte(stdout), &got))
+		is.Equal(got.Action, tt.action)
+		is.Equal(got.Stage, tt.stage)
+	}
+	_, text, _ := runCmd("explain", "-c", path, "--via", "milter", "--ip", "192.0.2.66")
+	is.True(strings.Contains(text, "as the milter server decides (delay_reject off)"))
 }

@@ -514,7 +514,6 @@ func restartKeys(old, cfg *rules.Config) []string {
 	diff("server.milter", !equalStrings(old.Server.Milter, cfg.Server.Milter))
 	diff("server.metrics", old.Server.Metrics != cfg.Server.Metrics)
 	diff("server.socket_mode", old.Server.SocketMode != cfg.Server.SocketMode)
-	diff("server.idle_timeout (milter)", old.Server.IdleTimeout != cfg.Server.IdleTimeout && len(cfg.Server.Milter) > 0)
 	diff("log.format", old.Log.Format != cfg.Log.Format)
 	return keys
 }

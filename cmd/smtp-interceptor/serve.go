@@ -230,9 +230,12 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 			map[string]string{"protocol": protocol}, func() float64 { return float64(guard.Connections(protocol)) })
 	}
 	psrv := policy.New(engine, policy.Options{Logger: log,
-		OnBadRequest: func(reason string) { ops.Malformed.WithLabelValues("policy", reason).Inc() }})
+		OnBadRequest: func(reason string) { ops.Malformed.WithLabelValues("policy", reason).Inc() },
+		OnBadAddress: func() { ops.BadAddresses.WithLabelValues("policy").Inc() }})
+	milter.RouteLibraryWarnings(log)
 	msrv := milter.New(engine, milter.Options{Logger: log,
-		OnMalformed: func(reason string) { ops.Malformed.WithLabelValues("milter", reason).Inc() }})
+		OnMalformed:  func(reason string) { ops.Malformed.WithLabelValues("milter", reason).Inc() },
+		OnBadAddress: func() { ops.BadAddresses.WithLabelValues("milter").Inc() }})
 	errc := make(chan error, len(lns)+1)
 	for _, ln := range policyLns {
 		log.Info("policy server listening", slog.String("addr", ln.Addr().String()))

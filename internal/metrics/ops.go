@@ -17,6 +17,9 @@ type Ops struct {
 	Refused *prometheus.CounterVec
 	// AcceptErrors counts temporary accept errors retried (EMFILE...).
 	AcceptErrors *prometheus.CounterVec
+	// BadAddresses counts sessions whose client address could not be
+	// parsed, by protocol.
+	BadAddresses *prometheus.CounterVec
 }
 
 // NewOps registers the operational counters on reg.
@@ -29,8 +32,13 @@ func NewOps(reg *prometheus.Registry) *Ops {
 			Help: "Connections closed at once when accepted, by protocol and reason (max_connections, max_connections_per_ip, not_allowed)."}, []string{"protocol", "reason"}),
 		AcceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "accept_errors_total",
 			Help: "Temporary errors accepting connections (too many open files, ...), retried with back-off, by protocol."}, []string{"protocol"}),
+		BadAddresses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bad_client_addresses_total",
+			Help: "Sessions whose client address the MTA sent but that could not be parsed (host lists did not apply), by protocol."}, []string{"protocol"}),
 	}
-	reg.MustRegister(o.Malformed, o.Refused, o.AcceptErrors)
+	for _, p := range []string{"policy", "milter"} {
+		o.BadAddresses.WithLabelValues(p) // exported at 0 from the start
+	}
+	reg.MustRegister(o.Malformed, o.Refused, o.AcceptErrors, o.BadAddresses)
 	return o
 }
 
