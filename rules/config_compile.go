@@ -200,6 +200,10 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		MaxConnections:      s.MaxConnections,
 		MaxConnectionsPerIP: s.MaxConnectionsIP,
 	}
+	if d := cfg.Server.MilterIdleTimeout; d > 0 && d < time.Hour && len(s.Milter) > 0 {
+		b.warns = append(b.warns, fmt.Sprintf("server.milter_idle_timeout %s is shorter than Sendmail's confTO_COMMAND (1h by default): "+
+			"a Sendmail session idle that long loses its milter (with F=T every later command then gets 451)", d))
+	}
 	if s.MaxConnections < 0 {
 		b.errorf("server.max_connections", "must be 0 (sized to the file descriptor limit) or more, not %d", s.MaxConnections)
 	}

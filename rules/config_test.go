@@ -86,6 +86,19 @@ func TestLoadFull(t *testing.T) {
 	is.True(containsSubstring(cfg.Warnings, "smtpd_etrn_restrictions = reject"))
 }
 
+func TestMilterIdleTimeoutWarning(t *testing.T) {
+	is := is.New(t)
+	cfg, err := Parse("", "[server]\nmilter_idle_timeout = \"330s\"")
+	is.NoErr(err)
+	is.True(containsSubstring(cfg.Warnings, "server.milter_idle_timeout 5m30s is shorter than Sendmail's confTO_COMMAND"))
+	cfg, err = Parse("", "[server]\nmilter = []\nmilter_idle_timeout = \"330s\"")
+	is.NoErr(err)
+	is.True(!containsSubstring(cfg.Warnings, "milter_idle_timeout")) // no milter: no warning
+	cfg, err = Parse("", "")
+	is.NoErr(err)
+	is.True(!containsSubstring(cfg.Warnings, "milter_idle_timeout")) // the default is long enough
+}
+
 func TestMilterGreetingWarning(t *testing.T) {
 	is := is.New(t)
 	cfg, err := Parse("", "[commands]\ndeny = [\"EHLO\"]")

@@ -82,8 +82,8 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 		fmt.Fprintf(w, "  %-18s %s\n", name, fmt.Sprintf(format, args...))
 	}
 	s := cfg.Server
-	p("policy", "%s", listOrNone(s.Policy))
-	p("milter", "%s (delay_reject %s)", listOrNone(s.Milter), onOff(s.DelayReject))
+	p("policy", "%s (idle_timeout %s)", listOrNone(s.Policy), s.IdleTimeout)
+	p("milter", "%s (delay_reject %s, milter_idle_timeout %s)", listOrNone(s.Milter), onOff(s.DelayReject), s.MilterIdleTimeout)
 	p("metrics", "%s", orNone(s.Metrics))
 	p("allowed clients", "%d entries", s.Allow.Len())
 	p("authenticated", "controls %s for SASL-authenticated sessions", map[bool]string{true: "apply", false: "do not apply"}[s.CheckAuthenticated])
