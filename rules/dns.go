@@ -36,12 +36,21 @@ type MemoryDNS struct {
 	answers map[string]DNSAnswer
 	errs    map[string]error
 	queries atomic.Int64
+
+	ptr        map[netip.Addr][]string
+	ptrErrs    map[netip.Addr]error
+	domains    map[string]bool
+	domainErrs map[string]error
 }
 
 // NewMemoryDNS returns an empty in-memory DNS list server: every query is
-// "not listed" until Set or Fail says otherwise.
+// "not listed" until Set or Fail says otherwise. It implements HostDNS
+// too: no address has a PTR name and no domain exists until SetReverse or
+// SetDomain says otherwise.
 func NewMemoryDNS() *MemoryDNS {
-	return &MemoryDNS{answers: map[string]DNSAnswer{}, errs: map[string]error{}}
+	return &MemoryDNS{answers: map[string]DNSAnswer{}, errs: map[string]error{},
+		ptr: map[netip.Addr][]string{}, ptrErrs: map[netip.Addr]error{},
+		domains: map[string]bool{}, domainErrs: map[string]error{}}
 }
 
 func memKey(zone string, ip netip.Addr) string {
