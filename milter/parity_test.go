@@ -3,6 +3,7 @@ package milter
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -24,12 +25,16 @@ type parityCase struct {
 	dns    map[string]string // "zone ip" -> answer
 	ip     string
 	host   string // verified client name
-	helo   string
-	from   string
-	auth   string
-	rcpts  []string
-	want   []string // per recipient: "" accepted, else the SMTP reply
-	tags   []string // "Name: value" added to the accepted message
+	ptr    string // the MTA's PTR name, verified or not ("unknown": none); "" not sent
+	// hostDNS sets the PTR names and sender domains the engine's own DNS
+	// lookups find ("ptr IP" -> names, "domain D" -> "yes"/"no"/"fail").
+	hostDNS map[string]string
+	helo    string
+	from    string
+	auth    string
+	rcpts   []string
+	want    []string // per recipient: "" accepted, else the SMTP reply
+	tags    []string // "Name: value" added to the accepted message
 }
 
 func TestPolicyMilterParity(t *testing.T) {
@@ -66,7 +71,7 @@ action = "%s"
 			rcpts: []string{"a@domino.test"}, want: acc(1)},
 		{name: "whitelist all bypasses", config: "[whitelist]\nhosts = [\"192.0.2.0/24\"]\n[blacklist]\nhosts = [\"192.0.2.5\"]\n[helo]\ndeny = [\"bad\"]\n[recipients]\nmax = 1",
 			ip: "192.0.2.5", helo: "bad", rcpts: []string{"a@domino.test", "b@domino.test"}, want: acc(2)},
-		{name: "whitelist lists keeps HELO control", config: "[whitelist]\nhosts = [\"192.0.2.0/24\"]\nscope = \"lists\"\n[blacklist]\nhosts = [\"192.0.2.5\"]\n[helo]\ndeny = [\"bad\"]",
+		{name: "whitelist lists keeps HELO control", config: "[whitelist]\nhosts = [\"192.0.2.0/24\"]\nscope = \"lists\"\n[private_blacklist]\nenabled = true\naction = \"reject\"\nhosts = [\"192.0.2.5\"]\n[helo]\ndeny = [\"bad\"]",
 			ip: "192.0.2.5", helo: "bad", rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 HELO/EHLO not accepted", 1)},
 		{name: "private blacklist log", config: "[private_blacklist]\nenabled = true\nhosts = [\"203.0.113.0/24\"]", ip: "203.0.113.5",
 			rcpts: []string{"a@domino.test"}, want: acc(1)},
@@ -103,6 +108,51 @@ action = "%s"
 		{name: "recipient limit", config: "[recipients]\nmax = 2", ip: "192.0.2.1",
 			rcpts: []string{"a@domino.test", "b@domino.test", "c@domino.test", "d@domino.test"},
 			want:  []string{"", "", "452 4.5.3 Too many recipients", "452 4.5.3 Too many recipients"}},
+		// Issue 13: Domino's semantics and controls.
+		{name: "whitelist lists, blacklisted: refused", config: "[whitelist]\nhosts = [\"192.0.2.5\"]\nscope = \"lists\"\n[blacklist]\nhosts = [\"192.0.2.5\"]", ip: "192.0.2.5",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Connection denied based on policy reason", 1)},
+		{name: "whitelist tag", config: "[whitelist]\nhosts = [\"192.0.2.5\"]\naction = \"tag\"", ip: "192.0.2.5",
+			rcpts: []string{"a@domino.test", "b@domino.test"}, want: acc(2), tags: []string{"X-DNSWL-Site: PrivateWhitelist"}},
+		{name: "whitelist lists tag", config: "[whitelist]\nhosts = [\"192.0.2.5\"]\nscope = \"lists\"\naction = \"tag\"", ip: "192.0.2.5",
+			rcpts: []string{"a@domino.test"}, want: acc(1), tags: []string{"X-DNSWL-Site: PrivateWhitelist"}},
+		{name: "dnsbl message with two %s", config: dc("skip", "reject") + "message = \"Your IP, %s, was found in the %s block list.\"\n", dns: map[string]string{"bl1.test 192.0.2.9": "127.0.0.2"},
+			ip: "192.0.2.9", rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Your IP, 192.0.2.9, was found in the bl1.test block list.", 1)},
+		{name: "bare name matches below", config: "[blacklist]\nhosts = [\"bad.test\"]", ip: "192.0.2.67", host: "mx1.bad.test",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Connection denied based on policy reason", 1)},
+		{name: "deny list matches the unverified PTR", config: "[blacklist]\nhosts = [\".dynamic.test\"]", ip: "192.0.2.68", ptr: "pc1.dynamic.test",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Connection denied based on policy reason", 1)},
+		{name: "allow list ignores the unverified PTR", config: "[whitelist]\nhosts = [\".good.test\"]\n[blacklist]\nhosts = [\"192.0.2.68\"]", ip: "192.0.2.68", ptr: "mx.good.test",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Connection denied based on policy reason", 1)},
+		{name: "connections allow", config: "[connections]\nallow = [\"192.0.2.0/25\"]", ip: "192.0.2.200",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Connection denied based on policy reason", 1)},
+		{name: "connections allow and blacklist: deny wins", config: "[connections]\nallow = [\"192.0.2.0/25\"]\n[blacklist]\nhosts = [\"192.0.2.7\"]\nmessage = \"Denied\"", ip: "192.0.2.7",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Denied", 1)},
+		{name: "verify host name: MTA found one", config: "[connections]\nverify_host_name = true", ip: "192.0.2.1", ptr: "mx.example.com",
+			rcpts: []string{"a@domino.test"}, want: acc(1)},
+		{name: "verify host name: none", config: "[connections]\nverify_host_name = true", ip: "192.0.2.1", ptr: "unknown",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.25 Connection from 192.0.2.1 rejected for policy reasons. IP address of connecting host not found in reverse DNS lookup.", 1)},
+		{name: "verify host name: own lookup finds one", config: "[connections]\nverify_host_name = true", ip: "192.0.2.1", ptr: "unknown",
+			hostDNS: map[string]string{"ptr 192.0.2.1": "mx.example.com"}, rcpts: []string{"a@domino.test"}, want: acc(1)},
+		{name: "verify host name: DNS failure tempfails", config: "[connections]\nverify_host_name = true", ip: "192.0.2.1", ptr: "unknown",
+			hostDNS: map[string]string{"ptr 192.0.2.1": "fail"}, rcpts: []string{"a@domino.test"}, want: same("450 4.7.25 Reverse DNS lookup of 192.0.2.1 failed; try again later", 1)},
+		{name: "verify domain: none", config: "[mail_from]\nverify_domain = true", ip: "192.0.2.1", from: "a@nowhere.test",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.1.8 Sender address rejected: Domain not found", 1)},
+		{name: "verify domain: exists", config: "[mail_from]\nverify_domain = true", ip: "192.0.2.1", from: "a@example.com",
+			hostDNS: map[string]string{"domain example.com": "yes"}, rcpts: []string{"a@domino.test"}, want: acc(1)},
+		{name: "verify domain: DNS failure tempfails", config: "[mail_from]\nverify_domain = true", ip: "192.0.2.1", from: "a@example.com",
+			hostDNS: map[string]string{"domain example.com": "fail"}, rcpts: []string{"a@domino.test"}, want: same("450 4.1.8 Sender address rejected: Domain not found", 1)},
+		{name: "verify domain: null sender exempt", config: "[mail_from]\nverify_domain = true", ip: "192.0.2.1", from: "<>",
+			rcpts: []string{"a@domino.test"}, want: acc(1)},
+		{name: "mail_from allow", config: "[mail_from]\nallow = [\"@partner.test\"]", ip: "192.0.2.1", from: "a@other.test",
+			rcpts: []string{"a@domino.test"}, want: same("550 5.7.1 Sender address rejected", 1)},
+		{name: "mail_from allow passes", config: "[mail_from]\nallow = [\"@partner.test\"]", ip: "192.0.2.1", from: "a@partner.test",
+			rcpts: []string{"a@domino.test"}, want: acc(1)},
+		{name: "recipients allow", config: "[recipients]\nallow = [\"@domino.test\"]\ndeny = [\"x@domino.test\"]", ip: "192.0.2.1",
+			rcpts: []string{"a@domino.test", "b@other.test", "x@domino.test"}, want: []string{"", "550 5.7.1 Recipient address rejected", "550 5.7.1 Recipient address rejected"}},
+		{name: "error limit", config: "[server]\nerror_limit = 2\n[recipients]\ndeny = [\"@bad.test\"]", ip: "192.0.2.1",
+			rcpts: []string{"1@bad.test", "2@bad.test", "3@bad.test"}, want: []string{"550 5.7.1 Recipient address rejected", "550 5.7.1 Recipient address rejected", "421 4.7.0 Too many errors; closing the connection"}},
+		{name: "error limit ignores 452", config: "[server]\nerror_limit = 1\n[recipients]\nmax = 1", ip: "192.0.2.1",
+			rcpts: []string{"1@domino.test", "2@domino.test", "3@domino.test"}, want: []string{"", "452 4.5.3 Too many recipients", "452 4.5.3 Too many recipients"}},
 		{name: "prohibited recipient", config: "[recipients]\ndeny = [\"nobody@domino.test\"]", ip: "192.0.2.1",
 			rcpts: []string{"a@domino.test", "NoBody@domino.test"}, want: []string{"", "550 5.7.1 Recipient address rejected"}},
 	}
@@ -140,6 +190,19 @@ func parityEngine(t *testing.T, tt parityCase) *rules.Engine {
 	for k, v := range tt.dns {
 		zone, ip, _ := strings.Cut(k, " ")
 		dns.Set(zone, netip.MustParseAddr(ip), "", netip.MustParseAddr(v))
+	}
+	for k, v := range tt.hostDNS {
+		kind, arg, _ := strings.Cut(k, " ")
+		switch {
+		case kind == "ptr" && v == "fail":
+			dns.FailReverse(netip.MustParseAddr(arg), errors.New("SERVFAIL"))
+		case kind == "ptr":
+			dns.SetReverse(netip.MustParseAddr(arg), strings.Fields(v)...)
+		case v == "fail":
+			dns.FailDomain(arg, errors.New("SERVFAIL"))
+		default:
+			dns.SetDomain(arg, v == "yes")
+		}
 	}
 	return rules.NewEngine(cfg, rules.EngineOptions{DNS: dns, Logger: testLogger(t)})
 }
@@ -179,7 +242,7 @@ func runPolicy(t *testing.T, tt parityCase) (replies, tags []string) {
 	}
 	ask := func(state, rcpt string) string {
 		fmt.Fprintf(c, "request=smtpd_access_policy\nprotocol_state=%s\nprotocol_name=ESMTP\nclient_address=%s\nclient_name=%s\n"+
-			"helo_name=%s\nsender=%s\nrecipient=%s\nsasl_username=%s\ninstance=parity.1\n\n", state, tt.ip, tt.host, tt.helo, sender, rcpt, tt.auth)
+			"helo_name=%s\nsender=%s\nrecipient=%s\nsasl_username=%s\ninstance=parity.1\nreverse_client_name=%s\n\n", state, tt.ip, tt.host, tt.helo, sender, rcpt, tt.auth, tt.ptr)
 		line, err := r.ReadString('\n')
 		if err != nil {
 			t.Fatal(err)
@@ -226,7 +289,11 @@ func runMilter(t *testing.T, tt parityCase) (replies, tags []string) {
 	addr, stop := serveLoopback(t, srv.Serve, srv.Shutdown)
 	defer stop()
 	ts := &testServer{network: "tcp", addr: addr}
-	m := ts.session(t, map[string]string{macroClientAddr: tt.ip, macroClientName: tt.host})
+	macros := map[string]string{macroClientAddr: tt.ip, macroClientName: tt.host}
+	if tt.ptr != "" {
+		macros[macroClientPtr] = tt.ptr
+	}
+	m := ts.session(t, macros)
 	defer m.s.Close() // before Shutdown, which waits for the MTA to hang up
 	if r := m.connect(tt.ip, tt.host); r != "" {
 		t.Fatalf("refused at connect with delay_reject on: %s", r)

@@ -84,6 +84,11 @@ func (m *session) Connect(host, family string, port uint16, addr string, mod gom
 	}
 	m.sess = rules.NewSession(ip, name)
 	m.sess.ID = "milter-" + strconv.FormatUint(m.id, 10)
+	if ptr, ok := mod.GetEx(macroClientPtr); ok {
+		// The MTA's PTR name, verified or not; the deny lists match it,
+		// as Domino does.
+		m.sess.SetPTR(ptr)
+	}
 	if m.srv.engine.Config().Server.DelayReject {
 		m.srv.engine.Prepare(context.Background(), m.sess)
 		return gomilter.RespContinue, nil

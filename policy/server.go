@@ -411,6 +411,11 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 			}
 		}
 		in.sess = rules.NewSession(ip, req.ClientName)
+		if req.ReverseClientName != "" {
+			// Postfix's PTR name, verified or not ("unknown": none); the
+			// deny lists match it, as Domino does.
+			in.sess.SetPTR(req.ReverseClientName)
+		}
 		in.sess.ID = req.Instance
 		if prev != nil {
 			// Another message of the same SMTP session: the connect-time

@@ -3,9 +3,11 @@ package rules
 import "strconv"
 
 // blacklist applies [blacklist] (DESIGN §3 row 2): a match refuses the
-// client with 550 5.7.1 and the configured message.
+// client with 550 5.7.1 and the configured message. It applies to clients
+// whitelisted with scope "lists" too, as Domino's "Deny connections from"
+// does.
 func (e *Engine) blacklist(cfg *Config, s *Session, t *connectTracer) bool {
-	entry, ok := cfg.Blacklist.Hosts.Match(s.ClientIP, s.ClientName)
+	entry, ok := matchDeny(cfg.Blacklist.Hosts, s)
 	if !ok {
 		t.step(ControlBlacklist, "no match", "")
 		return false

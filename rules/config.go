@@ -70,6 +70,7 @@ type Config struct {
 	DNS              DNSConfig
 	Whitelist        WhitelistConfig
 	Blacklist        BlacklistConfig
+	Connections      ConnectionsConfig
 	PrivateBlacklist PrivateBlacklistConfig
 	DNSWhitelist     DNSWhitelistConfig
 	DNSBlacklist     DNSBlacklistConfig
@@ -108,6 +109,9 @@ type ServerConfig struct {
 	// MaxConnectionsPerIP bounds the connections of one TCP peer address;
 	// 0 sets no bound.
 	MaxConnectionsPerIP int
+	// ErrorLimit is Domino's SMTPErrorLimit: after this many refusals in
+	// one SMTP session the next refusal is 421 4.7.0 and ends it; 0 is off.
+	ErrorLimit int
 }
 
 // LogConfig is the [log] section.
@@ -129,6 +133,22 @@ type DNSConfig struct {
 type WhitelistConfig struct {
 	Hosts *HostList
 	Scope WhitelistScope
+	// Action is what a match does besides bypassing: ListSkip (silently),
+	// ListLog (a log line) or ListTag (a log line and the DNSWL tag header
+	// with the value PrivateWhitelist, Domino's $DNSWLSite).
+	Action ListAction
+}
+
+// ConnectionsConfig is the [connections] section: Domino's "Verify
+// connecting host name in DNS" and "Allow connections only from".
+type ConnectionsConfig struct {
+	// VerifyHostName refuses, at MAIL FROM, a client whose address has no
+	// PTR name.
+	VerifyHostName bool
+	VerifyMessage  string
+	// Allow, when not empty, refuses every client it does not match, as
+	// [blacklist] does (with its message); [blacklist] still wins.
+	Allow *HostList
 }
 
 // BlacklistConfig is the [blacklist] section.
@@ -169,15 +189,25 @@ type HeloConfig struct {
 
 // MailFromConfig is the [mail_from] section.
 type MailFromConfig struct {
-	Deny       *AddressList
+	Deny *AddressList
+	// Allow, when not empty, refuses every other sender (Domino's "Allow
+	// messages only from"); Deny wins.
+	Allow      *AddressList
 	Disconnect bool
 	Message    string
+	// VerifyDomain refuses a sender whose domain has no MX, A or AAAA
+	// record (Domino's "Verify sender's domain in DNS").
+	VerifyDomain  bool
+	VerifyMessage string
 }
 
 // RecipientsConfig is the [recipients] section.
 type RecipientsConfig struct {
-	Max     int
-	Deny    *AddressList
+	Max  int
+	Deny *AddressList
+	// Allow, when not empty, refuses every other recipient (Domino's
+	// "Allow messages intended only for"); Deny wins.
+	Allow   *AddressList
 	Message string
 }
 

@@ -130,8 +130,15 @@ func (b *builder) duration(key, v string) time.Duration {
 }
 
 func (b *builder) message(key, v string) string {
-	if err := validateMessage(v); err != nil {
+	maxVerbs := 1
+	if key == "dns_blacklist.message" {
+		maxVerbs = 2 // Domino: the client IP, then the DNSBL site
+	}
+	if err := validateMessage(v, maxVerbs); err != nil {
 		b.errorf(key, "%v", err)
+	}
+	for _, p := range unknownPlaceholders(v) {
+		b.warns = append(b.warns, fmt.Sprintf("%s: %s is not a placeholder and is sent as written; the placeholders are {ip}, {site} and {reason}", key, p))
 	}
 	return v
 }
@@ -199,6 +206,10 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		DelayReject:         s.DelayReject,
 		MaxConnections:      s.MaxConnections,
 		MaxConnectionsPerIP: s.MaxConnectionsIP,
+		ErrorLimit:          s.ErrorLimit,
+	}
+	if s.ErrorLimit < 0 {
+		b.errorf("server.error_limit", "must be 0 (off) or more, not %d", s.ErrorLimit)
 	}
 	if d := cfg.Server.MilterIdleTimeout; d > 0 && d < time.Hour && len(s.Milter) > 0 {
 		b.warns = append(b.warns, fmt.Sprintf("server.milter_idle_timeout %s is shorter than Sendmail's confTO_COMMAND (1h by default): "+
@@ -298,6 +309,16 @@ func (b *builder) compileLists(raw *rawConfig, cfg *Config) {
 	default:
 		b.errorf("whitelist.scope", "unknown scope %q: want all or lists", w.Scope)
 	}
+	cfg.Whitelist.Action = b.listAction("whitelist.action", w.Action, ListSkip, ListLog, ListTag)
+
+	c := raw.Connections
+	cfg.Connections = ConnectionsConfig{
+		VerifyHostName: c.VerifyHostName,
+		VerifyMessage:  b.message("connections.verify_message", c.VerifyMessage),
+	}
+	callow, errs := NewHostList(b.entries("connections.allow", c.Allow, "connections.allow_file", c.AllowFile))
+	b.addErrs(errs)
+	cfg.Connections.Allow = callow
 
 	bl := raw.Blacklist
 	cfg.Blacklist = BlacklistConfig{
@@ -366,7 +387,11 @@ func (b *builder) compileSMTP(raw *rawConfig, cfg *Config) {
 	m := raw.MailFrom
 	mdeny, errs := NewAddressList(b.entries("mail_from.deny", m.Deny, "mail_from.deny_file", m.DenyFile))
 	b.addErrs(errs)
-	cfg.MailFrom = MailFromConfig{Deny: mdeny, Disconnect: m.Disconnect, Message: b.message("mail_from.message", m.Message)}
+	mallow, errs := NewAddressList(b.entries("mail_from.allow", m.Allow, "mail_from.allow_file", m.AllowFile))
+	b.addErrs(errs)
+	cfg.MailFrom = MailFromConfig{Deny: mdeny, Allow: mallow, Disconnect: m.Disconnect,
+		Message:      b.message("mail_from.message", m.Message),
+		VerifyDomain: m.VerifyDomain, VerifyMessage: b.message("mail_from.verify_message", m.VerifyMessage)}
 
 	r := raw.Recipients
 	if r.Max < 0 {
@@ -374,7 +399,9 @@ func (b *builder) compileSMTP(raw *rawConfig, cfg *Config) {
 	}
 	rdeny, errs := NewAddressList(b.entries("recipients.deny", r.Deny, "recipients.deny_file", r.DenyFile))
 	b.addErrs(errs)
-	cfg.Recipients = RecipientsConfig{Max: r.Max, Deny: rdeny, Message: b.message("recipients.message", r.Message)}
+	rallow, errs := NewAddressList(b.entries("recipients.allow", r.Allow, "recipients.allow_file", r.AllowFile))
+	b.addErrs(errs)
+	cfg.Recipients = RecipientsConfig{Max: r.Max, Deny: rdeny, Allow: rallow, Message: b.message("recipients.message", r.Message)}
 
 	c := raw.Commands
 	cfg.Commands = CommandsConfig{

@@ -11,6 +11,7 @@ type rawConfig struct {
 	DNS              rawDNS              `toml:"dns"`
 	Whitelist        rawWhitelist        `toml:"whitelist"`
 	Blacklist        rawBlacklist        `toml:"blacklist"`
+	Connections      rawConnections      `toml:"connections"`
 	PrivateBlacklist rawPrivateBlacklist `toml:"private_blacklist"`
 	DNSWhitelist     rawDNSWhitelist     `toml:"dns_whitelist"`
 	DNSBlacklist     rawDNSBlacklist     `toml:"dns_blacklist"`
@@ -35,6 +36,7 @@ type rawServer struct {
 	DelayReject        bool     `toml:"delay_reject"`
 	MaxConnections     int      `toml:"max_connections"`
 	MaxConnectionsIP   int      `toml:"max_connections_per_ip"`
+	ErrorLimit         int      `toml:"error_limit"`
 }
 
 type rawLog struct {
@@ -57,6 +59,14 @@ type rawWhitelist struct {
 	Hosts     []string `toml:"hosts"`
 	HostsFile string   `toml:"hosts_file"`
 	Scope     string   `toml:"scope"`
+	Action    string   `toml:"action"`
+}
+
+type rawConnections struct {
+	VerifyHostName bool     `toml:"verify_host_name"`
+	VerifyMessage  string   `toml:"verify_message"`
+	Allow          []string `toml:"allow"`
+	AllowFile      string   `toml:"allow_file"`
 }
 
 type rawBlacklist struct {
@@ -96,17 +106,23 @@ type rawHelo struct {
 }
 
 type rawMailFrom struct {
-	Deny       []string `toml:"deny"`
-	DenyFile   string   `toml:"deny_file"`
-	Disconnect bool     `toml:"disconnect"`
-	Message    string   `toml:"message"`
+	Deny          []string `toml:"deny"`
+	DenyFile      string   `toml:"deny_file"`
+	Allow         []string `toml:"allow"`
+	AllowFile     string   `toml:"allow_file"`
+	Disconnect    bool     `toml:"disconnect"`
+	Message       string   `toml:"message"`
+	VerifyDomain  bool     `toml:"verify_domain"`
+	VerifyMessage string   `toml:"verify_message"`
 }
 
 type rawRecipients struct {
-	Max      int      `toml:"max"`
-	Deny     []string `toml:"deny"`
-	DenyFile string   `toml:"deny_file"`
-	Message  string   `toml:"message"`
+	Max       int      `toml:"max"`
+	Deny      []string `toml:"deny"`
+	DenyFile  string   `toml:"deny_file"`
+	Allow     []string `toml:"allow"`
+	AllowFile string   `toml:"allow_file"`
+	Message   string   `toml:"message"`
 }
 
 type rawCommands struct {
@@ -145,13 +161,17 @@ func defaults() rawConfig {
 			MaxTTL:        "1h",
 			ProbeInterval: "10m",
 		},
-		Whitelist:        rawWhitelist{Scope: "all"},
+		Whitelist: rawWhitelist{Scope: "all", Action: "skip"},
+		Connections: rawConnections{
+			// Domino's text for "Verify connecting host name in DNS".
+			VerifyMessage: "Connection from %s rejected for policy reasons. IP address of connecting host not found in reverse DNS lookup.",
+		},
 		Blacklist:        rawBlacklist{Message: "Connection denied based on policy reason"},
 		PrivateBlacklist: rawPrivateBlacklist{Action: "log", Message: "Your host %s was blacklisted."},
 		DNSWhitelist:     rawDNSWhitelist{Action: "skip"},
 		DNSBlacklist:     rawDNSBlacklist{Action: "log", Message: "Your host %s was found in a DNS blacklist."},
 		Helo:             rawHelo{Message: "HELO/EHLO not accepted"},
-		MailFrom:         rawMailFrom{Message: "Sender address rejected"},
+		MailFrom:         rawMailFrom{Message: "Sender address rejected", VerifyMessage: "Sender address rejected: Domain not found"},
 		Recipients:       rawRecipients{Message: "Recipient address rejected"},
 		Tags: rawTags{
 			DNSBLHeader:           "X-DNSBL-Site",

@@ -275,13 +275,57 @@ func TestEveryListKeyHasAFileSibling(t *testing.T) {
 }
 
 func TestFormatMessage(t *testing.T) {
-	tests := []struct{ msg, ip, want string }{
-		{"Your host %s was blacklisted.", "192.0.2.1", "Your host 192.0.2.1 was blacklisted."},
-		{"no verb", "192.0.2.1", "no verb"},
-		{"100%% sure: %s", "2001:db8::1", "100% sure: 2001:db8::1"},
-		{"%s", "::1", "::1"},
+	bl := MessageFields{IP: "192.0.2.1", Site: "zen.spamhaus.org", Reason: "https://check.example/?ip=192.0.2.1"}
+	tests := []struct {
+		name, msg string
+		f         MessageFields
+		want      string
+	}{
+		{"domino %s", "Your host %s was blacklisted.", MessageFields{IP: "192.0.2.1"}, "Your host 192.0.2.1 was blacklisted."},
+		{"no verb", "no verb", MessageFields{IP: "192.0.2.1"}, "no verb"},
+		{"percent", "100%% sure: %s", MessageFields{IP: "2001:db8::1"}, "100% sure: 2001:db8::1"},
+		{"only %s", "%s", MessageFields{IP: "::1"}, "::1"},
+		{"domino two %s", "Your IP, %s, was found in the %s block list.", bl, "Your IP, 192.0.2.1, was found in the zen.spamhaus.org block list."},
+		{"named", "{ip} is on {site}: {reason}", bl, "192.0.2.1 is on zen.spamhaus.org: https://check.example/?ip=192.0.2.1"},
+		{"unknown name kept", "{IP} {x} {ip", bl, "{IP} {x} {ip"},
+		{"no reason", "listed{reason}", MessageFields{IP: "192.0.2.1"}, "listed"},
+		{"reason cleaned", "see {reason}", MessageFields{Reason: "a\r\n550 5.7.1 injected\x00\tend\xff"}, "see a 550 5.7.1 injected end"},
+		{"reason cut", "{reason}", MessageFields{Reason: strings.Repeat("x", 300)}, strings.Repeat("x", 200)},
+		{"reply cut", strings.Repeat("y", 400) + "{reason}{reason}", MessageFields{Reason: strings.Repeat("x", 300)}, (strings.Repeat("y", 400) + strings.Repeat("x", 400))[:maxReplyText]},
 	}
 	for _, tt := range tests {
-		is.New(t).Equal(FormatMessage(tt.msg, tt.ip), tt.want)
+		t.Run(tt.name, func(t *testing.T) {
+			is.New(t).Equal(FormatMessage(tt.msg, tt.f), tt.want)
+		})
+	}
+}
+
+func TestMessageValidation(t *testing.T) {
+	tests := []struct {
+		name, config, key, err, warn string
+	}{
+		{name: "two %s in the DNSBL message", config: "[dns_blacklist]\nmessage = \"Your IP, %s, was found in the %s block list.\""},
+		{name: "three %s in the DNSBL message", config: "[dns_blacklist]\nmessage = \"%s %s %s\"", key: "dns_blacklist.message", err: "more than 2 %s"},
+		{name: "two %s elsewhere", config: "[blacklist]\nmessage = \"%s %s\"", key: "blacklist.message", err: "more than one %s"},
+		{name: "named placeholders everywhere", config: "[helo]\nmessage = \"{ip} {site} {reason}\"\n[recipients]\nmessage = \"no, {ip}\""},
+		{name: "unknown placeholder warned", config: "[blacklist]\nmessage = \"go away {IP}\"", warn: "blacklist.message: {IP} is not a placeholder"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			cfg, err := Parse("t.toml", tt.config)
+			if tt.err != "" {
+				is.True(err != nil)
+				is.True(strings.Contains(err.Error(), tt.key))
+				is.True(strings.Contains(err.Error(), tt.err))
+				return
+			}
+			is.NoErr(err)
+			if tt.warn != "" {
+				is.True(containsSubstring(cfg.Warnings, tt.warn))
+			} else {
+				is.Equal(len(cfg.Warnings), 0)
+			}
+		})
 	}
 }

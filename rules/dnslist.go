@@ -193,7 +193,7 @@ func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKin
 	r.DNSBL = listing
 	switch cfg.DNSBlacklist.Action {
 	case ListReject:
-		t.refuse(ctl, cfg.DNSBlacklist.Message, reason)
+		t.refuseWith(ctl, cfg.DNSBlacklist.Message, MessageFields{IP: s.ClientIP.String(), Site: site.Zone, Reason: res.txt}, reason)
 	case ListTag:
 		r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSBLHeader, Value: site.Zone})
 		r.Logged = true

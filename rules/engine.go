@@ -3,6 +3,7 @@ package rules
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -92,7 +93,7 @@ func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
 	switch {
 	case r.Refusal != nil && !e.exempt(cfg, s):
 		v = *r.Refusal
-	case len(r.Headers) > 0 && !e.exempt(cfg, s):
+	case len(r.Headers) > 0 && !authExempt(cfg, s):
 		v.Action = ActionTag
 		v.Headers = r.Headers
 		v.Control = tagControl(s)
@@ -131,6 +132,13 @@ func (e *Engine) Prepare(ctx context.Context, s *Session) Verdict {
 		v.trace(s, r.Refusal.Control, "held", "refusal held until MAIL FROM (delay_reject = true): "+r.Refusal.Reply())
 	}
 	return v
+}
+
+// authExempt reports whether the session is exempt by authentication.
+// Tags are dropped only then: a whitelisted client keeps the whitelist's
+// own tag (action "tag"), the only tag it can have.
+func authExempt(cfg *Config, s *Session) bool {
+	return s.Authenticated() && !cfg.Server.CheckAuthenticated
 }
 
 // exempt reports whether the session bypasses every control: a client
@@ -217,9 +225,27 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 	return false
 }
 
-// finish counts, logs and observes a verdict on its way out.
+// finish counts, logs and observes a verdict on its way out. It also
+// applies [server] error_limit (Domino's SMTPErrorLimit): once the session
+// has had that many refusals, the next one becomes 421 4.7.0 and ends it.
+// A 452 for too many recipients is not an error of the client's and does
+// not count.
 func (e *Engine) finish(s *Session, v Verdict) Verdict {
-	if v.Stage == StageConnect && v.Action.Refuses() {
+	limited := false
+	if v.Action.Refuses() && !(v.Code == 452 && v.Control == ControlRecipients) {
+		if limit := e.cfg.Load().Server.ErrorLimit; limit > 0 {
+			if s.errors >= limit && v.Code != 421 {
+				e.counters.control(ControlErrorLimit)
+				prev := v.Reason
+				v.refuse(ActionTempfail, 421, "4.7.0", "Too many errors; closing the connection", ControlErrorLimit,
+					"error limit of "+strconv.Itoa(limit)+" reached; this refusal was: "+prev)
+				v.Repeated, limited = false, true
+				v.trace(s, ControlErrorLimit, "disconnect", v.Reason)
+			}
+			s.errors++
+		}
+	}
+	if v.Stage == StageConnect && v.Action.Refuses() && !limited {
 		v.Repeated = s.connectRefusalSent
 		s.connectRefusalSent = true
 	}
@@ -267,10 +293,10 @@ func (e *Engine) Exempt(s *Session) bool {
 }
 
 // Tags returns the tag headers the session's messages carry: the
-// connect-time tags, unless the session is exempt. Adapters add them once
-// per message.
+// connect-time tags, unless the session is exempt by authentication.
+// Adapters add them once per message.
 func (e *Engine) Tags(s *Session) []Header {
-	if len(s.connect.Headers) == 0 || e.Exempt(s) {
+	if len(s.connect.Headers) == 0 || authExempt(e.cfg.Load(), s) {
 		return nil
 	}
 	return s.connect.Headers

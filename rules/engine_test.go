@@ -120,9 +120,15 @@ func TestScenarios(t *testing.T) {
 		},
 		{
 			name:   "whitelist scope lists skips only the lists",
-			config: "[whitelist]\nhosts = [\"192.0.2.10\"]\nscope = \"lists\"\n[blacklist]\nhosts = [\"192.0.2.0/24\"]\n[helo]\ndeny = [\"bad\"]",
+			config: "[whitelist]\nhosts = [\"192.0.2.10\"]\nscope = \"lists\"\n[private_blacklist]\nenabled = true\naction = \"reject\"\nhosts = [\"192.0.2.0/24\"]\n[helo]\ndeny = [\"bad\"]",
 			ip:     "192.0.2.10",
 			steps:  []step{accept("connect", ""), {op: "helo", arg: "BAD", want: ActionReject, code: 550, enh: "5.7.1", text: "HELO/EHLO not accepted", ctl: ControlHelo}},
+		},
+		{
+			name:   "whitelist scope lists does not skip the blacklist (Domino's Deny connections from)",
+			config: "[whitelist]\nhosts = [\"192.0.2.10\"]\nscope = \"lists\"\n[blacklist]\nhosts = [\"192.0.2.0/24\"]",
+			ip:     "192.0.2.10",
+			steps:  []step{{op: "connect", want: ActionReject, code: 550, ctl: ControlBlacklist}},
 		},
 		{
 			name:   "private blacklist log",
@@ -348,6 +354,16 @@ func runScenario(t *testing.T, sc scenario) {
 			v = e.Command(ctx, s, st.arg)
 		case "auth":
 			s.AuthUser = st.arg
+			continue
+		case "ptr": // the MTA's reverse lookup ("unknown": none)
+			s.SetPTR(st.arg)
+			continue
+		case "tags": // the headers the session's messages get
+			var got []string
+			for _, h := range e.Tags(s) {
+				got = append(got, h.String())
+			}
+			is.Equal(strings.Join(got, ", "), st.arg) // tags
 			continue
 		default:
 			t.Fatalf("step %d: unknown op %q", i, st.op)

@@ -60,7 +60,7 @@ func (e *Engine) checkHelo(cfg *Config, s *Session, v *Verdict) bool {
 	if entry, ok := h.Deny.Match(s.Helo); ok {
 		e.counters.control(ControlHelo)
 		reason := "HELO " + strconv.Quote(s.Helo) + " matches prohibited name " + strconv.Quote(entry)
-		v.refuse(ActionReject, 550, "5.7.1", FormatMessage(h.Message, s.ClientIP.String()), ControlHelo, reason)
+		v.refuse(ActionReject, 550, "5.7.1", FormatMessage(h.Message, s.fields()), ControlHelo, reason)
 		v.trace(s, ControlHelo, "reject", reason)
 		return true
 	}

@@ -16,8 +16,10 @@ import (
 //
 // It accepts every entry syntax of DESIGN.md section 3: IPv4 and IPv6
 // addresses, CIDRs, address ranges, Domino wildcards and octet ranges
-// (with or without Domino's brackets), exact host names, and "*.domain" or
-// ".domain" for every name below a domain.
+// (with or without Domino's brackets), host names, and "*.domain" or
+// ".domain" for every name below a domain. A bare name "example.com"
+// matches that name and every name below it, as in Domino and in Postfix
+// access maps (parent_domain_matches_subdomains).
 //
 // A HostList is immutable once built and safe for concurrent use. A nil
 // *HostList is an empty list.
@@ -106,9 +108,12 @@ func (h *HostList) Match(ip netip.Addr, name string) (entry string, ok bool) {
 	if i, ok := h.names[name]; ok {
 		return h.values[i], true
 	}
-	if len(h.suffixes) == 0 {
+	if len(h.suffixes) == 0 && len(h.names) == 0 {
 		return "", false
 	}
+	// Walk up the parents, longest first: "*.domain" and ".domain" match
+	// every name below the domain, and so does a bare "domain" (Domino's
+	// rule, and Postfix's parent_domain_matches_subdomains).
 	for s := name; ; {
 		dot := strings.IndexByte(s, '.')
 		if dot < 0 {
@@ -116,6 +121,9 @@ func (h *HostList) Match(ip netip.Addr, name string) (entry string, ok bool) {
 		}
 		s = s[dot+1:]
 		if i, ok := h.suffixes[s]; ok {
+			return h.values[i], true
+		}
+		if i, ok := h.names[s]; ok {
 			return h.values[i], true
 		}
 	}

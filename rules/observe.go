@@ -57,6 +57,7 @@ type MessageRecord struct {
 	Session       string      `json:"session"`
 	ClientIP      string      `json:"client_ip"`
 	ClientName    string      `json:"client_name,omitempty"`
+	ClientPTR     string      `json:"client_ptr,omitempty"`
 	Helo          string      `json:"helo,omitempty"`
 	AuthUser      string      `json:"auth_user,omitempty"`
 	MailFrom      *string     `json:"mail_from,omitempty"`
@@ -114,6 +115,7 @@ func (e *Engine) EndMessage(s *Session) {
 		Session:    s.ID,
 		ClientIP:   addrString(s.ClientIP),
 		ClientName: s.ClientName,
+		ClientPTR:  s.ClientPTR,
 		Helo:       s.Helo,
 		AuthUser:   s.AuthUser,
 		Recipients: append([]string{}, s.Recipients...),

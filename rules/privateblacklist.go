@@ -12,7 +12,7 @@ func (e *Engine) privateBlacklist(cfg *Config, s *Session, t *connectTracer) boo
 		t.step(ControlPrivateBlacklist, "skipped", "enabled = false")
 		return false
 	}
-	entry, ok := pb.Hosts.Match(s.ClientIP, s.ClientName)
+	entry, ok := matchDeny(pb.Hosts, s)
 	if !ok {
 		t.step(ControlPrivateBlacklist, "no match", "")
 		return false

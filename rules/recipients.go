@@ -10,7 +10,9 @@ import (
 // accepted, each further one gets 452 4.5.3 (the client may send them in a
 // later transaction). An accepted recipient is counted in the session.
 // The deny list is checked first, so a prohibited recipient always gets
-// the permanent answer.
+// the permanent answer; then, when [recipients] allow is not empty, a
+// recipient it does not list is refused with 550 5.7.1 (Domino's "Allow
+// messages intended only for").
 func (e *Engine) Rcpt(ctx context.Context, s *Session, rcpt string) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageRcpt}
@@ -21,9 +23,20 @@ func (e *Engine) Rcpt(ctx context.Context, s *Session, rcpt string) Verdict {
 	if entry, ok := r.Deny.Match(rcpt); ok {
 		e.counters.control(ControlRecipients)
 		reason := "recipient " + strconv.Quote(rcpt) + " matches prohibited recipient " + strconv.Quote(entry)
-		v.refuse(ActionReject, 550, "5.7.1", FormatMessage(r.Message, s.ClientIP.String()), ControlRecipients, reason)
+		v.refuse(ActionReject, 550, "5.7.1", FormatMessage(r.Message, s.fields()), ControlRecipients, reason)
 		v.trace(s, ControlRecipients, "reject", reason)
 		return e.rcptDone(s, rcpt, v)
+	}
+	if r.Allow.Len() > 0 {
+		entry, ok := r.Allow.Match(rcpt)
+		if !ok {
+			e.counters.control(ControlRecipients)
+			reason := "recipient " + strconv.Quote(rcpt) + " is not in [recipients] allow"
+			v.refuse(ActionReject, 550, "5.7.1", FormatMessage(r.Message, s.fields()), ControlRecipients, reason)
+			v.trace(s, ControlRecipients, "reject", reason)
+			return e.rcptDone(s, rcpt, v)
+		}
+		v.trace(s, ControlRecipients, "match", strconv.Quote(rcpt)+" is allowed by [recipients] allow entry "+strconv.Quote(entry))
 	}
 	if r.Max > 0 && len(s.Recipients) >= r.Max {
 		e.counters.control(ControlRecipients)

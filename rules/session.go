@@ -17,6 +17,16 @@ type Session struct {
 	// ClientName is the verified client host name, normalized (lower case,
 	// no trailing dot); "" when the MTA could not verify one.
 	ClientName string
+	// ClientPTR is the client's reverse (PTR) name as the MTA looked it
+	// up, verified or not (Postfix reverse_client_name, milter
+	// {client_ptr}), normalized; "" when the MTA found none or did not say.
+	// The deny lists match it as Domino does; allow lists never do, since
+	// whoever owns an address sets its PTR.
+	ClientPTR string
+	// PTRKnown is true when the MTA reported its reverse lookup (ClientPTR
+	// may still be "", meaning no PTR name). When false, verify_host_name
+	// asks DNS itself.
+	PTRKnown bool
 	// Helo is the HELO/EHLO argument; "" before HELO or when empty.
 	Helo string
 	// MailFrom is the envelope sender of the current transaction.
@@ -50,6 +60,11 @@ type Session struct {
 	mailSeen   bool
 	// updated is the time of the latest verdict (kept when observed).
 	updated time.Time
+	// errors counts the refusals given in the SMTP session, for [server]
+	// error_limit.
+	errors int
+	// hostChecked is set once verify_host_name has passed for the session.
+	hostChecked bool
 }
 
 // NewSession starts a session for a client. ip is normalized (an
@@ -57,6 +72,15 @@ type Session struct {
 func NewSession(ip netip.Addr, name string) *Session {
 	return &Session{ClientIP: NormalizeIP(ip), ClientName: NormalizeName(name)}
 }
+
+// SetPTR records the MTA's reverse lookup of the client: name is its PTR
+// name ("", "unknown" or an address literal when there is none).
+func (s *Session) SetPTR(name string) {
+	s.ClientPTR, s.PTRKnown = NormalizeName(name), true
+}
+
+// fields are the placeholders of a message about the client.
+func (s *Session) fields() MessageFields { return MessageFields{IP: s.ClientIP.String()} }
 
 // Authenticated reports whether the client authenticated with SASL.
 func (s *Session) Authenticated() bool { return s.AuthUser != "" }
@@ -73,6 +97,8 @@ func (s *Session) ConnectResult() *ConnectResult { return &s.connect }
 // connect-time refusal already given is not logged again, and the HELO.
 func (s *Session) ContinueFrom(prev *Session) {
 	s.ClientName = prev.ClientName
+	s.ClientPTR, s.PTRKnown = prev.ClientPTR, prev.PTRKnown
+	s.errors = prev.errors
 	s.Helo = prev.Helo
 	s.connect = prev.connect
 	s.heloRefusal = prev.heloRefusal

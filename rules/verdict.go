@@ -94,6 +94,8 @@ const (
 	ControlAuthenticated    Control = "authenticated"
 	ControlWhitelist        Control = "whitelist"
 	ControlBlacklist        Control = "blacklist"
+	ControlConnections      Control = "connections"
+	ControlErrorLimit       Control = "error_limit"
 	ControlPrivateBlacklist Control = "private_blacklist"
 	ControlDNSWhitelist     Control = "dns_whitelist"
 	ControlDNSBlacklist     Control = "dns_blacklist"
@@ -205,37 +207,120 @@ func (v Verdict) MarshalJSON() ([]byte, error) {
 	return json.Marshal(j)
 }
 
-// FormatMessage replaces the one %s of a configured message with the client
-// IP and %% with %, as Domino does. Messages are validated at load time.
-func FormatMessage(msg, ip string) string {
-	if !strings.Contains(msg, "%") {
+// MessageFields are the values of a configured message's placeholders.
+type MessageFields struct {
+	// IP is the client address: %s (the first), {ip}.
+	IP string
+	// Site is the DNS list that listed the client: the second %s of a
+	// [dns_blacklist] message (Domino's "Your IP, %s, was found in the %s
+	// block list."), {site}; "" elsewhere.
+	Site string
+	// Reason is the list's TXT record for the client (Postfix's
+	// $rbl_reason): {reason}; "" when there is none. FormatMessage makes it
+	// printable ASCII and cuts it to 200 characters.
+	Reason string
+}
+
+// maxReasonText is the longest {reason} put into a reply.
+const maxReasonText = 200
+
+// FormatMessage expands a configured message: each %s in turn takes the
+// client IP, then the site (only [dns_blacklist] messages may hold two; the
+// configuration checks it); {ip}, {site} and {reason} take theirs; %%
+// is a percent sign. A list's TXT record cannot inject anything: it is
+// reduced to printable ASCII and 200 characters, and the whole reply text
+// is cut to what an RFC 5321 reply line holds.
+func FormatMessage(msg string, f MessageFields) string {
+	if !strings.ContainsAny(msg, "%{") {
 		return msg
 	}
 	var b strings.Builder
-	b.Grow(len(msg) + len(ip))
+	b.Grow(len(msg) + len(f.IP))
+	verbs := 0
 	for i := 0; i < len(msg); i++ {
 		c := msg[i]
-		if c == '%' && i+1 < len(msg) {
-			switch msg[i+1] {
-			case 's':
-				b.WriteString(ip)
-				i++
-				continue
-			case '%':
-				b.WriteByte('%')
-				i++
+		switch {
+		case c == '%' && i+1 < len(msg) && msg[i+1] == 's':
+			if verbs == 0 {
+				b.WriteString(f.IP)
+			} else {
+				b.WriteString(f.Site)
+			}
+			verbs++
+			i++
+			continue
+		case c == '%' && i+1 < len(msg) && msg[i+1] == '%':
+			b.WriteByte('%')
+			i++
+			continue
+		case c == '{':
+			if name, ok := placeholderAt(msg[i:]); ok {
+				switch name {
+				case "ip":
+					b.WriteString(f.IP)
+				case "site":
+					b.WriteString(f.Site)
+				case "reason":
+					b.WriteString(ReplyText(f.Reason, maxReasonText))
+				}
+				i += len(name) + 1
 				continue
 			}
+		}
+		b.WriteByte(c)
+	}
+	out := b.String()
+	if len(out) > maxReplyText {
+		out = out[:maxReplyText]
+	}
+	return out
+}
+
+// placeholders are the names FormatMessage replaces in braces.
+var placeholders = [...]string{"ip", "site", "reason"}
+
+// placeholderAt reports whether s starts with a known placeholder such as
+// "{ip}", and its name.
+func placeholderAt(s string) (string, bool) {
+	for _, name := range placeholders {
+		if len(s) >= len(name)+2 && s[len(name)+1] == '}' && s[1:len(name)+1] == name {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// ReplyText makes text from outside (a DNS list's TXT record) fit for an
+// SMTP reply: printable ASCII only (anything else becomes a space, runs of
+// spaces one), trimmed, and at most max bytes.
+func ReplyText(text string, max int) string {
+	var b strings.Builder
+	space := false
+	for i := 0; i < len(text) && b.Len() < max; i++ {
+		c := text[i]
+		if c <= ' ' || c >= 0x7f {
+			space = b.Len() > 0
+			continue
+		}
+		if space {
+			if b.Len()+1 >= max {
+				break
+			}
+			b.WriteByte(' ')
+			space = false
 		}
 		b.WriteByte(c)
 	}
 	return b.String()
 }
 
-// validateMessage checks that a configured message holds at most one %s and
-// no other format verb (%% is a literal percent sign). SMTP replies are one
-// line of printable text, so control characters are refused too.
-func validateMessage(msg string) error {
+// validateMessage checks a configured message: at most maxVerbs %s (one,
+// the client IP; two in [dns_blacklist] message, IP then site), no other
+// format verb (%% is a literal percent sign), no control character (an
+// SMTP reply is one line), and a length that fits a reply line. Unknown
+// names in braces are kept as written; unknownPlaceholders finds them for
+// a warning.
+func validateMessage(msg string, maxVerbs int) error {
 	if strings.TrimSpace(msg) == "" {
 		return fmt.Errorf("message is empty")
 	}
@@ -254,22 +339,49 @@ func validateMessage(msg string) error {
 		switch msg[i+1] {
 		case 's':
 			verbs++
-			if verbs > 1 {
-				return fmt.Errorf("message %q has more than one %%s; only one, the client IP, is allowed", msg)
+			if verbs > maxVerbs {
+				if maxVerbs == 1 {
+					return fmt.Errorf("message %q has more than one %%s; only one, the client IP, is allowed (or write {ip})", msg)
+				}
+				return fmt.Errorf("message %q has more than %d %%s; the first is the client IP, the second the DNS list", msg, maxVerbs)
 			}
 		case '%':
 		default:
-			return fmt.Errorf("message %q has format verb %%%c; only one %%s (the client IP) and %%%% are allowed", msg, msg[i+1])
+			return fmt.Errorf("message %q has format verb %%%c; only %%s and %%%% are allowed", msg, msg[i+1])
 		}
 		i++
 	}
 	// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its
 	// code and CRLF. The longest reply is "550 5.7.1 " + text + CRLF, with
-	// %s replaced by the longest client address, a full IPv6 address.
-	if n := len(msg) + verbs*(maxIPText-2); n > maxReplyText {
-		return fmt.Errorf("message is %d characters long (with %%s as the longest IPv6 address); an SMTP reply line holds at most %d", n, maxReplyText)
+	// the client IP as the longest IPv6 address. Site and reason are cut
+	// at run time to what is left.
+	n := len(msg) + min(verbs, 1)*(maxIPText-2) + strings.Count(msg, "{ip}")*(maxIPText-4)
+	if n > maxReplyText {
+		return fmt.Errorf("message is %d characters long (with the client IP as the longest IPv6 address); an SMTP reply line holds at most %d", n, maxReplyText)
 	}
 	return nil
+}
+
+// unknownPlaceholders returns the names in braces in msg that are not
+// placeholders ("{IP}" for "{ip}", say), which FormatMessage keeps as
+// written.
+func unknownPlaceholders(msg string) []string {
+	var out []string
+	for i := 0; i < len(msg); i++ {
+		if msg[i] != '{' {
+			continue
+		}
+		end := strings.IndexByte(msg[i:], '}')
+		if end < 0 {
+			break
+		}
+		name := msg[i+1 : i+end]
+		if _, ok := placeholderAt(msg[i:]); !ok && name != "" && !strings.ContainsAny(name, " {") {
+			out = append(out, "{"+name+"}")
+		}
+		i += end
+	}
+	return out
 }
 
 // maxReplyText is the longest reply text that fits RFC 5321's 512-octet

@@ -87,8 +87,13 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 	p("metrics", "%s", orNone(s.Metrics))
 	p("allowed clients", "%d entries", s.Allow.Len())
 	p("authenticated", "controls %s for SASL-authenticated sessions", map[bool]string{true: "apply", false: "do not apply"}[s.CheckAuthenticated])
-	p("whitelist", "%d entries, scope %s", cfg.Whitelist.Hosts.Len(), cfg.Whitelist.Scope)
+	p("whitelist", "%d entries, scope %s, action %s", cfg.Whitelist.Hosts.Len(), cfg.Whitelist.Scope, cfg.Whitelist.Action)
 	p("blacklist", "%d entries", cfg.Blacklist.Hosts.Len())
+	connAllow := "from any host"
+	if n := cfg.Connections.Allow.Len(); n > 0 {
+		connAllow = fmt.Sprintf("only from %d allowed entries", n)
+	}
+	p("connections", "%s, verify_host_name %s", connAllow, onOff(cfg.Connections.VerifyHostName))
 	if pb := cfg.PrivateBlacklist; pb.Enabled {
 		p("private_blacklist", "on, %d entries, action %s", pb.Hosts.Len(), pb.Action)
 	} else {
@@ -105,12 +110,18 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 		p("dns_blacklist", "off")
 	}
 	p("helo", "reject_empty %s, %d prohibited names", onOff(cfg.Helo.RejectEmpty), cfg.Helo.Deny.Len())
-	p("mail_from", "%d prohibited senders, disconnect %s", cfg.MailFrom.Deny.Len(), onOff(cfg.MailFrom.Disconnect))
+	p("mail_from", "%d prohibited senders, %s, disconnect %s, verify_domain %s", cfg.MailFrom.Deny.Len(),
+		onlyAllowed(cfg.MailFrom.Allow.Len(), "senders"), onOff(cfg.MailFrom.Disconnect), onOff(cfg.MailFrom.VerifyDomain))
 	maxR := "no limit"
 	if cfg.Recipients.Max > 0 {
 		maxR = fmt.Sprintf("at most %d", cfg.Recipients.Max)
 	}
-	p("recipients", "%s, %d prohibited", maxR, cfg.Recipients.Deny.Len())
+	p("recipients", "%s, %d prohibited, %s", maxR, cfg.Recipients.Deny.Len(), onlyAllowed(cfg.Recipients.Allow.Len(), "recipients"))
+	if n := cfg.Server.ErrorLimit; n > 0 {
+		p("error_limit", "421 and the session ends after %d refusals", n)
+	} else {
+		p("error_limit", "off")
+	}
 	p("commands", "deny %s; allow %s", setOrNone(cfg.Commands.Deny), setOrNone(cfg.Commands.Allow))
 	p("tags", "%s, %s, Authentication-Results %s", cfg.Tags.DNSBLHeader, cfg.Tags.DNSWLHeader, onOff(cfg.Tags.AuthenticationResults))
 	if len(cfg.Warnings) == 0 {
@@ -121,6 +132,14 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 	for _, warn := range cfg.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", warn)
 	}
+}
+
+// onlyAllowed describes an allow list of n entries.
+func onlyAllowed(n int, what string) string {
+	if n == 0 {
+		return "any " + what
+	}
+	return fmt.Sprintf("only %s on the allow list (%d entries)", what, n)
 }
 
 func listOrNone(l []string) string {

@@ -14,6 +14,12 @@ func dnsListsEnabled(cfg *rules.Config) bool {
 		cfg.DNSBlacklist.Enabled && len(cfg.DNSBlacklist.Sites) > 0
 }
 
+// dnsNeeded reports whether the configuration asks DNS anything: a DNS
+// list, [connections] verify_host_name or [mail_from] verify_domain.
+func dnsNeeded(cfg *rules.Config) bool {
+	return dnsListsEnabled(cfg) || cfg.Connections.VerifyHostName || cfg.MailFrom.VerifyDomain
+}
+
 // dnsZones lists the zones of every enabled DNS list, whitelists first,
 // each once.
 func dnsZones(cfg *rules.Config) []string {

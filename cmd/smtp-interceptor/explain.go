@@ -26,6 +26,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	path := fs.String("c", "", "configuration `file` (default: built-in defaults)")
 	ip := fs.String("ip", "", "client IP `address` (required)")
 	name := fs.String("name", "", "verified client host `name`")
+	ptr := fs.String("ptr", "", "the client's PTR `name` as the MTA found it, verified or not (\"unknown\": none); without it, verify_host_name asks DNS")
 	helo := fs.String("helo", "", "EHLO `name`; without it the client sends no HELO/EHLO")
 	from := fs.String("from", "", "MAIL FROM `address` (\"<>\" for the null sender)")
 	auth := fs.String("auth", "", "SASL login `name`: simulate an authenticated client")
@@ -63,7 +64,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 
 	opts := rules.EngineOptions{Counters: new(rules.Counters)}
-	if dnsListsEnabled(cfg) {
+	if dnsNeeded(cfg) {
 		// Live DNS, as the server would ask it.
 		client, err := newDNSClient(cfg, opts.Counters, nil, nil)
 		if err != nil {
@@ -75,6 +76,9 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	engine := rules.NewEngine(cfg, opts)
 	s := rules.NewSession(addr, *name)
 	s.ID = "explain"
+	if flagSet(fs, "ptr") {
+		s.SetPTR(*ptr)
+	}
 	tx := rules.Transaction{From: *from, Rcpts: rcpts, AuthUser: *auth, Via: rules.Via(*via)}
 	if flagSet(fs, "helo") {
 		tx.HeloCmd, tx.Helo = "EHLO", *helo

@@ -231,3 +231,43 @@ func TestExplainMilterWithoutDelay(t *testing.T) {
 	_, text, _ := runCmd("explain", "-c", path, "--via", "milter", "--ip", "192.0.2.66")
 	is.True(strings.Contains(text, "as the milter server decides (delay_reject off)"))
 }
+
+// TestDominoControlsInCheckAndExplain: the issue 13 controls appear in
+// check's summary, and explain takes the MTA's PTR name.
+func TestDominoControlsInCheckAndExplain(t *testing.T) {
+	is := is.New(t)
+	path := filepath.Join(t.TempDir(), "c.toml")
+	is.NoErr(os.WriteFile(path, []byte(`[server]
+error_limit = 3
+[whitelist]
+action = "tag"
+[blacklist]
+hosts = ["dynamic.test"]
+[connections]
+verify_host_name = true
+allow = ["192.0.2.0/24"]
+[mail_from]
+verify_domain = true
+allow = ["@partner.test"]
+[recipients]
+allow = ["@domino.test"]
+[dns]
+resolver = "127.0.0.1:1"
+`), 0o600))
+	code, out, _ := runCmd("check", "-c", path)
+	is.Equal(code, 0)
+	for _, want := range []string{
+		"whitelist          0 entries, scope all, action tag",
+		"connections        only from 1 allowed entries, verify_host_name on",
+		"verify_domain on", "only senders on the allow list (1 entries)",
+		"only recipients on the allow list (1 entries)",
+		"error_limit        421 and the session ends after 3 refusals",
+	} {
+		is.True(strings.Contains(out, want)) // check summary
+	}
+	code, out, _ = runCmd("explain", "-c", path, "--json", "--ip", "192.0.2.1", "--ptr", "pc1.dynamic.test")
+	is.Equal(code, 0)
+	var got explainJSON
+	is.NoErr(json.Unmarshal([]byte(out), &got))
+	is.Equal(got.Control, "blacklist") // the deny list matched the PTR name
+}

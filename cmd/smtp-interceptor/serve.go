@@ -129,10 +129,10 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	case err == nil:
 		opts.DNS = client
 		dnsc.set(client)
-	case dnsListsEnabled(cfg):
+	case dnsNeeded(cfg):
 		return err
 	default:
-		log.Warn("no DNS resolver; DNS lists cannot be enabled", slog.Any("error", err))
+		log.Warn("no DNS resolver; DNS lists, verify_host_name and verify_domain cannot be enabled", slog.Any("error", err))
 	}
 	engine := rules.NewEngine(cfg, opts)
 	tuneMemory(log)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/smtp-interceptor/smtp-interceptor/internal/metrics"
@@ -109,6 +110,14 @@ func printStats(w io.Writer, st *metrics.Stats, expand bool) {
 	}
 	for _, v := range st.Verdicts {
 		p("SMTPInterceptor.Verdicts."+v.Stage.String()+"."+v.Action.String(), v.Count)
+	}
+	names := make([]string, 0, len(st.Controls))
+	for name := range st.Controls {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p("SMTPInterceptor.Control."+name+".Matches", st.Controls[name])
 	}
 	p("SMTPInterceptor.ConfigReloads.ok", st.ConfigReloads["ok"])
 	p("SMTPInterceptor.ConfigReloads.error", st.ConfigReloads["error"])

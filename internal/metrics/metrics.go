@@ -27,7 +27,7 @@ type Collector struct {
 	privateWL, privateBL, blacklist *prometheus.Desc
 	dnsblHits, dnswlHits, dnsErrors *prometheus.Desc
 	dnsQueries, suspended, verdicts *prometheus.Desc
-	latency, reloads                *prometheus.Desc
+	latency, reloads, controls      *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -49,6 +49,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended (its RFC 5782 health probe failed, or its hit rate jumped), 0 otherwise; every known list is present.", "site"),
 		verdicts:   d("verdicts_total", "Verdicts by SMTP stage and action (accept, tag, reject, tempfail); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action"),
 		latency:    d("dns_query_duration_seconds", "Latency of DNS list queries sent to the resolver (cache misses)."),
+		controls:   d("control_matches_total", "Times each control fired (matched a list entry, refused, tempfailed or tagged), by control: whitelist, blacklist, connections, private_blacklist, dns_whitelist, dns_blacklist, helo, mail_from, recipients, commands, error_limit.", "control"),
 		reloads:    d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
 	}
 }
@@ -56,7 +57,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
-		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads} {
+		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls} {
 		ch <- d
 	}
 }
@@ -89,6 +90,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, v := range s.Verdicts {
 		counter(c.verdicts, v.Count, v.Stage.String(), v.Action.String())
+	}
+	for name, n := range s.Controls {
+		counter(c.controls, n, name)
 	}
 	buckets := make(map[float64]uint64, len(rules.DNSLatencyBuckets))
 	for i, le := range rules.DNSLatencyBuckets {

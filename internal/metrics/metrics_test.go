@@ -67,6 +67,8 @@ func TestMetrics(t *testing.T) {
 		`smtp_interceptor_dns_errors_total{site="bl.test"} 1`,
 		`smtp_interceptor_verdicts_total{action="reject",stage="connect"} 2`,
 		`smtp_interceptor_config_reloads_total{result="error"} 1`,
+		`smtp_interceptor_control_matches_total{control="private_blacklist"} 1`,
+		`smtp_interceptor_control_matches_total{control="dns_blacklist"} 2`,
 		`smtp_interceptor_dns_query_duration_seconds_bucket{le="0.005"} 1`,
 		"Domino: SMTP.DNSBL.TotalHits and SMTP.DNSBL.<site>.TotalHits",
 		"Domino: SMTP.PrivateBL.TotalHits",
