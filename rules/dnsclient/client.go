@@ -46,7 +46,8 @@ type Options struct {
 	// no upper bound. An answer cached for 0 is not cached.
 	MinTTL, MaxTTL time.Duration
 	// CacheEntries bounds the cache, least recently used answers going
-	// first; 0 turns the cache off.
+	// first; 0 turns the cache off. DNS list answers and the answers of
+	// ReverseNames and DomainExists share it and its bound.
 	CacheEntries int
 	// Now is the clock of the cache, of the hit-rate window and of the
 	// holds (ResolverDownHold, ProbeRetryHold); nil means time.Now.
@@ -54,9 +55,13 @@ type Options struct {
 	// Logger receives probe results and debug details; nil discards.
 	Logger *slog.Logger
 	// Observe is called after every DNS question sent to the network (an A
-	// or TXT query, including health probes; a TCP retry is part of its
+	// or TXT query, including health probes, and the PTR, MX, A and AAAA
+	// queries of ReverseNames and DomainExists; a TCP retry is part of its
 	// question), not for cache hits, with the zone, the latency and the
-	// error (nil on success, NXDOMAIN included). nil ignores them.
+	// error (nil on success, NXDOMAIN included). The zone of a PTR query
+	// is "in-addr.arpa" or "ip6.arpa"; that of a sender domain's query is
+	// "" (a domain is no list, and would make an unbounded label). nil
+	// ignores them.
 	Observe func(zone string, d time.Duration, err error)
 	// OnSuspend is called when a zone is suspended (true: by a health
 	// probe or by the hit-rate rule) or restored (false: by a probe). A
@@ -72,7 +77,7 @@ type Options struct {
 
 // Client queries DNS lists through one recursive resolver, caches the
 // answers and probes the lists' health. It implements [rules.DNSLists] and
-// is safe for concurrent use. Build it with New.
+// [rules.HostDNS], and is safe for concurrent use. Build it with New.
 type Client struct {
 	server         string
 	udp, tcp       *dns.Client

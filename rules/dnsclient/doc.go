@@ -1,5 +1,7 @@
 // Package dnsclient is the DNS list client of smtp-interceptor: it
-// implements [rules.DNSLists] over github.com/miekg/dns.
+// implements [rules.DNSLists] over github.com/miekg/dns, and
+// [rules.HostDNS] (PTR names of a client, whether a sender's domain can
+// receive mail) through the same resolver and cache.
 //
 // A lookup follows RFC 5782 §2: the client address, its octets reversed
 // (IPv4) or its 32 nibbles reversed (IPv6, RFC 5782 §2.4), is prepended to
@@ -23,8 +25,17 @@
 // that replaces another starts with its suspensions
 // (Options.InitialSuspended).
 //
+// ReverseNames asks for an address's PTR records (in-addr.arpa, ip6.arpa).
+// DomainExists asks for a domain's MX records, then, when it has none, its
+// A and then AAAA records (RFC 5321 §5.1); a null MX (RFC 7505) says the
+// domain receives no mail. Their answers are cached as a list's are
+// (positive for the TTL, negative for the SOA minimum, clamped; errors
+// never), in the same cache, under the same bound, and concurrent lookups
+// of the same question share one query. No probe or suspension applies to
+// them: they ask no list.
+//
 // A resolver that stops answering is marked down after ResolverDownAfter
 // consecutive timeouts: queries then fail at once with [ErrResolverDown]
 // instead of each waiting for the timeout, until one let through after
-// ResolverDownHold is answered.
+// ResolverDownHold is answered. Every question counts, a HostDNS one too.
 package dnsclient

@@ -27,7 +27,8 @@ func (e *RcodeError) Error() string {
 // ErrResolverDown is the error (wrapped) of a query not sent because the
 // resolver is marked down: ResolverDownAfter consecutive queries timed out
 // and the hold (ResolverDownHold) has not ended. Detect it with errors.Is.
-// The engine counts it like any DNS error: the client is not listed.
+// The engine counts it like any DNS error: a DNS list does not list the
+// client, and verify_host_name and verify_domain answer 450.
 var ErrResolverDown = errors.New("dns resolver down: recent queries timed out")
 
 // errClosed is the error of a probe asked of a closed client.

@@ -9,14 +9,16 @@ import (
 // call is one lookup in flight; every caller asking for the same key while
 // it runs waits for its result.
 type call struct {
-	done    chan struct{} // closed when ans and err are set
+	done    chan struct{} // closed when ans (or host) and err are set
 	ans     rules.DNSAnswer
+	host    hostAnswer // the answer of a HostDNS lookup
 	err     error
 	waiters int // callers waiting; guarded by flight.mu
 }
 
 // flight tracks the lookups in flight, so that concurrent lookups of one
-// (zone, address) send one query (a minimal singleflight).
+// (zone, address), or of one HostDNS question, send one query (a minimal
+// singleflight).
 type flight struct {
 	mu    sync.Mutex
 	calls map[cacheKey]*call
@@ -25,6 +27,16 @@ type flight struct {
 // finish publishes a call's result to its waiters and forgets it.
 func (f *flight) finish(k cacheKey, cl *call, ans rules.DNSAnswer, err error) {
 	cl.ans, cl.err = ans, err
+	f.mu.Lock()
+	delete(f.calls, k)
+	f.mu.Unlock()
+	close(cl.done)
+}
+
+// finishHost publishes a HostDNS lookup's result to its waiters and
+// forgets it.
+func (f *flight) finishHost(k cacheKey, cl *call, h hostAnswer, err error) {
+	cl.host, cl.err = h, err
 	f.mu.Lock()
 	delete(f.calls, k)
 	f.mu.Unlock()

@@ -167,12 +167,32 @@ type Entry struct {
 	// Block, when set, delays every answer for the name until it is
 	// closed.
 	Block <-chan struct{}
+
+	// PTR are the PTR targets, MX the MX records and AAAA the AAAA
+	// records of the name (the HostDNS questions), with TTL.
+	PTR  []string
+	MX   []MXRecord
+	AAAA []string
+	// Rcodes, when set, are the response codes of the query types listed
+	// (e.g. SERVFAIL for AAAA only); Rcode and TXTRcode come first.
+	Rcodes map[uint16]int
+	// CNAME, when set, makes the name an alias: every answer is a CNAME
+	// record (with TTL) to CNAME, followed by the target's records of the
+	// type asked, as a recursive resolver answers; a target not set is
+	// NXDOMAIN.
+	CNAME string
 }
 
-// Fake is an in-memory DNS list server. A name it does not know is
-// NXDOMAIN with a SOA in the authority section (unless NoSOA); a known name
-// without records of the type asked is NOERROR with no data and the same
-// SOA.
+// MXRecord is one MX record of an Entry; Host "." is a null MX (RFC 7505).
+type MXRecord struct {
+	Pref uint16
+	Host string
+}
+
+// Fake is an in-memory DNS list server; it answers the HostDNS questions
+// (PTR, MX, A, AAAA) too. A name it does not know is NXDOMAIN with a SOA
+// in the authority section (unless NoSOA); a known name without records
+// of the type asked is NOERROR with no data and the same SOA.
 type Fake struct {
 	mu      sync.Mutex
 	entries map[string]Entry
@@ -262,7 +282,17 @@ func (f *Fake) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.RecursionAvailable = true
+	aliased := e.CNAME != "" && q.Qtype != dns.TypeCNAME
+	if aliased {
+		target := dns.Fqdn(strings.ToLower(e.CNAME))
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(q.Name, dns.TypeCNAME, e.TTL), Target: target})
+		f.mu.Lock()
+		e, known = f.entries[target]
+		f.mu.Unlock()
+		q.Name = target
+	}
 	_, overTCP := w.LocalAddr().(*net.TCPAddr)
+	rcode, hasRcode := e.Rcodes[q.Qtype]
 	switch {
 	case !known:
 		m.Rcode = dns.RcodeNameError
@@ -270,6 +300,8 @@ func (f *Fake) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		m.Rcode = e.Rcode
 	case q.Qtype == dns.TypeTXT && e.TXTRcode != 0:
 		m.Rcode = e.TXTRcode
+	case hasRcode:
+		m.Rcode = rcode
 	case e.Truncate && !overTCP:
 		m.Truncated = true
 		m.Answer = append(m.Answer, aRR(q.Name, "127.0.0.99", 300))
@@ -285,14 +317,36 @@ func (f *Fake) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		for _, txt := range e.TXT {
 			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(q.Name, dns.TypeTXT, e.TTL), Txt: txt})
 		}
+	case q.Qtype == dns.TypePTR:
+		for _, p := range e.PTR {
+			m.Answer = append(m.Answer, &dns.PTR{Hdr: hdr(q.Name, dns.TypePTR, e.TTL), Ptr: dns.Fqdn(p)})
+		}
+	case q.Qtype == dns.TypeMX:
+		for _, mx := range e.MX {
+			m.Answer = append(m.Answer, &dns.MX{Hdr: hdr(q.Name, dns.TypeMX, e.TTL), Preference: mx.Pref, Mx: dns.Fqdn(mx.Host)})
+		}
+	case q.Qtype == dns.TypeAAAA:
+		for _, a := range e.AAAA {
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr(q.Name, dns.TypeAAAA, e.TTL), AAAA: net.ParseIP(a)})
+		}
 	}
-	if (m.Rcode == dns.RcodeNameError || m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0) && !noSOA {
+	if (m.Rcode == dns.RcodeNameError || m.Rcode == dns.RcodeSuccess && (len(m.Answer) == 0 || aliased && !hasType(m.Answer, q.Qtype))) && !noSOA {
 		m.Ns = append(m.Ns, &dns.SOA{
 			Hdr: hdr("test.", dns.TypeSOA, soaTTL), Ns: "ns.test.", Mbox: "hostmaster.test.",
 			Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: soaMin,
 		})
 	}
 	_ = w.WriteMsg(m)
+}
+
+// hasType reports whether an answer has a record of type qtype.
+func hasType(answer []dns.RR, qtype uint16) bool {
+	for _, rr := range answer {
+		if rr.Header().Rrtype == qtype {
+			return true
+		}
+	}
+	return false
 }
 
 func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {

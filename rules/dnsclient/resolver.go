@@ -80,7 +80,7 @@ func (c *Client) noteQuery(trial bool, err error) {
 	h.mu.Unlock()
 	switch {
 	case wentDown:
-		c.log.Warn("dns resolver down: consecutive queries timed out; DNS list queries fail at once (clients count as not listed) until one is answered again",
+		c.log.Warn("dns resolver down: consecutive queries timed out; DNS list queries fail at once (DNS list clients count as not listed; verify_host_name and verify_domain answer 450) until one is answered again",
 			slog.String("resolver", c.server), slog.Int("timeouts", n), slog.Duration("hold", ResolverDownHold))
 	case cameBack:
 		c.log.Info("dns resolver answers again: DNS list queries resume", slog.String("resolver", c.server))
