@@ -10,12 +10,22 @@ import (
 // writeReply writes one policy reply (SMTPD_POLICY_README: "action=...",
 // then an empty line). A refusal becomes its SMTP reply ("550 5.7.1 text",
 // "452 4.5.3 text", "421 4.7.1 text", "502 5.5.1 text"); a header to add
-// becomes "PREPEND Name: value"; anything else is DUNNO, never OK: OK
+// becomes "PREPEND Name: value"; a shadowed refusal "WARN smtp-interceptor
+// would refuse: 550 5.7.1 text"; anything else is DUNNO, never OK: OK
 // would let the client past the MTA's own relay checks.
 func writeReply(w *bufio.Writer, v *rules.Verdict, prepend *rules.Header) error {
 	w.WriteString("action=")
 	switch {
 	case v.Action.Refuses():
+		w.WriteString(strconv.Itoa(v.Code))
+		w.WriteByte(' ')
+		w.WriteString(v.EnhancedCode)
+		w.WriteByte(' ')
+		w.WriteString(v.Text)
+	case v.Shadow:
+		// Postfix logs WARN's text in its maillog and goes on
+		// (access(5)): the shadowed refusal shows where admins look.
+		w.WriteString("WARN smtp-interceptor would refuse: ")
 		w.WriteString(strconv.Itoa(v.Code))
 		w.WriteByte(' ')
 		w.WriteString(v.EnhancedCode)

@@ -464,7 +464,7 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	// refuses this command too.
 	v = in.helo(ctx, e, req, "")
 	if mv := in.mail(ctx, e, req); !v.Action.Refuses() {
-		v = mv
+		v = keepShadow(mv, v)
 	}
 	if in.sticky != nil && !v.Action.Refuses() && !e.Exempt(sess) {
 		v = *in.sticky
@@ -479,9 +479,9 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		}
 		return v, nil
 	case state == "RCPT":
-		v = e.Rcpt(ctx, sess, req.Recipient)
+		v = keepShadow(e.Rcpt(ctx, sess, req.Recipient), v)
 	default:
-		v = e.Data(ctx, sess)
+		v = keepShadow(e.Data(ctx, sess), v)
 		in.dataSeen = true
 	}
 	if v.Action.Refuses() {
@@ -492,7 +492,7 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		in.tagsQueued = true
 		in.pending = append(in.pending[:0], e.Tags(sess)...)
 	}
-	if len(in.pending) > 0 {
+	if len(in.pending) > 0 && !v.Shadow { // a WARN first; the header at the next request
 		h := in.pending[0]
 		in.pending = in.pending[1:]
 		return v, &h
@@ -574,6 +574,17 @@ func (in *instance) mail(ctx context.Context, e *rules.Engine, req *Request) rul
 	if v.Action.Refuses() && v.Stage != rules.StageConnect {
 		sticky := v // only a refusal goes to the heap
 		in.sticky = &sticky
+	}
+	return v
+}
+
+// keepShadow returns v, carrying over the shadowed refusal of an earlier
+// stage answered in the same request (prev), so that its WARN is not lost
+// when the later stage accepts. A refusal, or a shadow of v's own, wins.
+func keepShadow(v, prev rules.Verdict) rules.Verdict {
+	if prev.Shadow && !v.Shadow && !v.Action.Refuses() {
+		v.Shadow = true
+		v.Code, v.EnhancedCode, v.Text, v.Control, v.Reason = prev.Code, prev.EnhancedCode, prev.Text, prev.Control, prev.Reason
 	}
 	return v
 }

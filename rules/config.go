@@ -64,6 +64,8 @@ type Config struct {
 	Files []string
 	// Warnings are problems that do not stop the configuration from loading.
 	Warnings []string
+	// shadowed lists the controls whose section says mode = "shadow".
+	shadowed map[Control]bool
 
 	Server           ServerConfig
 	Log              LogConfig
@@ -112,6 +114,9 @@ type ServerConfig struct {
 	// ErrorLimit is Domino's SMTPErrorLimit: after this many refusals in
 	// one SMTP session the next refusal is 421 4.7.0 and ends it; 0 is off.
 	ErrorLimit int
+	// Shadow is [server] mode = "shadow": every control's refusals are
+	// shadowed (see Config.Shadowed).
+	Shadow bool
 }
 
 // LogConfig is the [log] section.
@@ -274,4 +279,12 @@ func Parse(path, text string) (*Config, error) {
 		cfg.Files = append([]string{path}, cfg.Files...)
 	}
 	return cfg, nil
+}
+
+// Shadowed reports whether a refusal by ctl is shadowed: logged ("would
+// refuse"), counted with mode "shadow" and written to the session log, but
+// not given; the client is accepted ([server] mode = "shadow", or the
+// control's own mode = "shadow"). The error limit follows [server] mode.
+func (c *Config) Shadowed(ctl Control) bool {
+	return c.Server.Shadow || c.shadowed[ctl]
 }

@@ -163,6 +163,7 @@ func (b *builder) compile(raw *rawConfig) *Config {
 	b.compileLists(raw, cfg)
 	b.compileSMTP(raw, cfg)
 	cfg.Files = b.files
+	b.modes(raw, cfg)
 	cfg.Warnings = append(b.warns, commandWarnings(cfg)...)
 	return cfg
 }
@@ -207,6 +208,13 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		MaxConnections:      s.MaxConnections,
 		MaxConnectionsPerIP: s.MaxConnectionsIP,
 		ErrorLimit:          s.ErrorLimit,
+	}
+	switch s.Mode {
+	case "enforce":
+	case "shadow":
+		cfg.Server.Shadow = true
+	default:
+		b.errorf("server.mode", "unknown mode %q: want enforce or shadow", s.Mode)
 	}
 	if s.ErrorLimit < 0 {
 		b.errorf("server.error_limit", "must be 0 (off) or more, not %d", s.ErrorLimit)
@@ -464,4 +472,28 @@ func validHeaderName(v string) bool {
 		}
 	}
 	return true
+}
+
+// modes compiles the mode key of every control section.
+func (b *builder) modes(raw *rawConfig, cfg *Config) {
+	for _, m := range []struct {
+		ctl  Control
+		mode string
+	}{
+		{ControlBlacklist, raw.Blacklist.Mode}, {ControlConnections, raw.Connections.Mode},
+		{ControlPrivateBlacklist, raw.PrivateBlacklist.Mode}, {ControlDNSBlacklist, raw.DNSBlacklist.Mode},
+		{ControlHelo, raw.Helo.Mode}, {ControlMailFrom, raw.MailFrom.Mode},
+		{ControlRecipients, raw.Recipients.Mode}, {ControlCommands, raw.Commands.Mode},
+	} {
+		switch m.mode {
+		case "enforce":
+		case "shadow":
+			if cfg.shadowed == nil {
+				cfg.shadowed = make(map[Control]bool)
+			}
+			cfg.shadowed[m.ctl] = true
+		default:
+			b.errorf(string(m.ctl)+".mode", "unknown mode %q: want enforce or shadow", m.mode)
+		}
+	}
 }

@@ -37,6 +37,7 @@ type rawServer struct {
 	MaxConnections     int      `toml:"max_connections"`
 	MaxConnectionsIP   int      `toml:"max_connections_per_ip"`
 	ErrorLimit         int      `toml:"error_limit"`
+	Mode               string   `toml:"mode"`
 }
 
 type rawLog struct {
@@ -67,12 +68,14 @@ type rawConnections struct {
 	VerifyMessage  string   `toml:"verify_message"`
 	Allow          []string `toml:"allow"`
 	AllowFile      string   `toml:"allow_file"`
+	Mode           string   `toml:"mode"`
 }
 
 type rawBlacklist struct {
 	Hosts     []string `toml:"hosts"`
 	HostsFile string   `toml:"hosts_file"`
 	Message   string   `toml:"message"`
+	Mode      string   `toml:"mode"`
 }
 
 type rawPrivateBlacklist struct {
@@ -81,6 +84,7 @@ type rawPrivateBlacklist struct {
 	HostsFile string   `toml:"hosts_file"`
 	Action    string   `toml:"action"`
 	Message   string   `toml:"message"`
+	Mode      string   `toml:"mode"`
 }
 
 type rawDNSWhitelist struct {
@@ -96,6 +100,7 @@ type rawDNSBlacklist struct {
 	SitesFile string   `toml:"sites_file"`
 	Action    string   `toml:"action"`
 	Message   string   `toml:"message"`
+	Mode      string   `toml:"mode"`
 }
 
 type rawHelo struct {
@@ -103,6 +108,7 @@ type rawHelo struct {
 	Deny        []string `toml:"deny"`
 	DenyFile    string   `toml:"deny_file"`
 	Message     string   `toml:"message"`
+	Mode        string   `toml:"mode"`
 }
 
 type rawMailFrom struct {
@@ -114,6 +120,7 @@ type rawMailFrom struct {
 	Message       string   `toml:"message"`
 	VerifyDomain  bool     `toml:"verify_domain"`
 	VerifyMessage string   `toml:"verify_message"`
+	Mode          string   `toml:"mode"`
 }
 
 type rawRecipients struct {
@@ -123,6 +130,7 @@ type rawRecipients struct {
 	Allow     []string `toml:"allow"`
 	AllowFile string   `toml:"allow_file"`
 	Message   string   `toml:"message"`
+	Mode      string   `toml:"mode"`
 }
 
 type rawCommands struct {
@@ -130,6 +138,7 @@ type rawCommands struct {
 	DenyFile  string   `toml:"deny_file"`
 	Allow     []string `toml:"allow"`
 	AllowFile string   `toml:"allow_file"`
+	Mode      string   `toml:"mode"`
 }
 
 type rawTags struct {
@@ -141,7 +150,7 @@ type rawTags struct {
 // defaults returns the configuration used for every key a file leaves out.
 // It is the one place defaults are written down.
 func defaults() rawConfig {
-	return rawConfig{
+	r := rawConfig{
 		Server: rawServer{
 			Policy:      []string{"127.0.0.1:10060"},
 			Milter:      []string{"127.0.0.1:10061"},
@@ -152,6 +161,7 @@ func defaults() rawConfig {
 			// Sendmail's confTO_COMMAND (1 h) and a margin.
 			MilterIdleTimeout: "65m",
 			DelayReject:       true,
+			Mode:              "enforce",
 		},
 		Log: rawLog{Level: "info", Format: "text"},
 		DNS: rawDNS{
@@ -179,4 +189,10 @@ func defaults() rawConfig {
 			AuthenticationResults: true,
 		},
 	}
+	// Every control enforces its refusals unless told to shadow them.
+	for _, m := range []*string{&r.Blacklist.Mode, &r.Connections.Mode, &r.PrivateBlacklist.Mode, &r.DNSBlacklist.Mode,
+		&r.Helo.Mode, &r.MailFrom.Mode, &r.Recipients.Mode, &r.Commands.Mode} {
+		*m = "enforce"
+	}
+	return r
 }

@@ -18,6 +18,7 @@ type Counters struct {
 	dnsblHits            atomic.Uint64 // SMTP.DNSBL.TotalHits
 	dnswlHits            atomic.Uint64 // SMTP.DNSWL.TotalHits
 	verdicts             [numStages][numActions]atomic.Uint64
+	shadowVerdicts       [numStages][numActions]atomic.Uint64
 	controls             sync.Map // Control -> *atomic.Uint64: times a control fired
 	sites                sync.Map // siteKey -> *SiteCounters
 	suspended            sync.Map // zone -> *zoneSuspension
@@ -99,6 +100,14 @@ func (c *Counters) control(ctl Control) {
 		v, _ = c.controls.LoadOrStore(ctl, new(atomic.Uint64))
 	}
 	v.(*atomic.Uint64).Add(1)
+}
+
+// shadowVerdict counts a shadowed refusal by the action it would have
+// taken; a repeated one was counted when first seen.
+func (c *Counters) shadowVerdict(v *Verdict) {
+	if v.Stage < numStages && v.Action < numActions && !v.Repeated {
+		c.shadowVerdicts[v.Stage][v.Action].Add(1)
+	}
 }
 
 // verdict counts a verdict; a refusal repeated at a later command of the
@@ -265,10 +274,13 @@ type Snapshot struct {
 	ConfigReloads map[string]uint64 `json:"config_reloads"`
 }
 
-// VerdictCount is the number of verdicts with one stage and action.
+// VerdictCount is the number of verdicts with one stage, action and
+// mode: "enforce" for the verdicts given, "shadow" for shadowed refusals
+// (counted by the action they would have taken).
 type VerdictCount struct {
 	Stage  Stage  `json:"stage"`
 	Action Action `json:"action"`
+	Mode   string `json:"mode"`
 	Count  uint64 `json:"count"`
 }
 
@@ -307,7 +319,10 @@ func (c *Counters) Snapshot() Snapshot {
 	for st := range numStages {
 		for a := range numActions {
 			if n := c.verdicts[st][a].Load(); n > 0 {
-				s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Count: n})
+				s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Mode: "enforce", Count: n})
+			}
+			if n := c.shadowVerdicts[st][a].Load(); n > 0 {
+				s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Mode: "shadow", Count: n})
 			}
 		}
 	}

@@ -167,7 +167,15 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 		v.trace(s, ControlAuthenticated, "exempt", "SASL-authenticated sessions are exempt (check_authenticated = false)")
 		return true
 	}
-	if r.Refusal != nil {
+	if r.Refusal != nil && cfg.Shadowed(r.Refusal.Control) {
+		// Shadowed: reported once, with this stage's verdict, and the
+		// stage's own controls still run.
+		if !s.connectShadowSent {
+			s.connectShadowSent = true
+			p := *r.Refusal
+			s.shadowPending = &p
+		}
+	} else if r.Refusal != nil {
 		stage := v.Stage
 		*v = *r.Refusal
 		v.Trace = nil
@@ -188,7 +196,10 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 		} else {
 			e.checkHelo(cfg, s, &hv)
 		}
-		if hv.Action.Refuses() {
+		if hv.Action.Refuses() && cfg.Shadowed(hv.Control) {
+			hv.Trace = nil
+			s.shadowPending = &hv
+		} else if hv.Action.Refuses() {
 			stage := v.Stage
 			refusal := hv
 			refusal.Trace = nil
@@ -231,9 +242,19 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 // A 452 for too many recipients is not an error of the client's and does
 // not count.
 func (e *Engine) finish(s *Session, v Verdict) Verdict {
+	cfg := e.cfg.Load()
+	if v.Action.Refuses() && cfg.Shadowed(v.Control) {
+		e.shadow(s, &v, v)
+		if v.Stage == StageConnect {
+			s.connectShadowSent = true
+		}
+	} else if p := s.shadowPending; p != nil && !v.Action.Refuses() {
+		s.shadowPending = nil
+		e.shadow(s, &v, *p)
+	}
 	limited := false
 	if v.Action.Refuses() && !(v.Code == 452 && v.Control == ControlRecipients) {
-		if limit := e.cfg.Load().Server.ErrorLimit; limit > 0 {
+		if limit := cfg.Server.ErrorLimit; limit > 0 {
 			if s.errors >= limit && v.Code != 421 {
 				e.counters.control(ControlErrorLimit)
 				prev := v.Reason
@@ -300,4 +321,40 @@ func (e *Engine) Tags(s *Session) []Header {
 		return nil
 	}
 	return s.connect.Headers
+}
+
+// shadow turns v into the accepting verdict that reports the shadowed
+// refusal r: v keeps its stage, headers and trace, becomes accept (tag
+// when it carries headers) and takes r's reply, control and reason with
+// Shadow set. The refusal is logged ("would refuse") and counted with
+// mode "shadow" once (a repeated one is not counted again), and
+// remembered for the session log. fail2ban never sees it: it only logs
+// refusals given.
+func (e *Engine) shadow(s *Session, v *Verdict, r Verdict) {
+	e.counters.shadowVerdict(&r)
+	if !r.Repeated && e.log.Enabled(context.Background(), slog.LevelInfo) {
+		e.log.Info("would refuse",
+			slog.String("session", s.ID),
+			slog.String("client", s.ClientIP.String()),
+			slog.String("stage", r.Stage.String()),
+			slog.String("control", string(r.Control)),
+			slog.Int("code", r.Code),
+			slog.String("reason", r.Reason))
+	}
+	v.Action = ActionAccept
+	if len(v.Headers) > 0 {
+		v.Action = ActionTag
+	}
+	v.Code, v.EnhancedCode, v.Text, v.Control, v.Reason = r.Code, r.EnhancedCode, r.Text, r.Control, r.Reason
+	v.Disconnect, v.Shadow = false, true
+	v.trace(s, r.Control, "shadow", "would refuse with "+r.Reply()+" (mode = \"shadow\"); accepted")
+	if s.wouldRefuse == nil {
+		w := r
+		w.Trace = nil
+		s.wouldRefuse = &w
+	}
+	if !s.hasOutcome {
+		s.outcome, s.hasOutcome = *v, true
+		s.outcome.Trace = nil
+	}
 }

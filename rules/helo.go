@@ -18,7 +18,7 @@ func (e *Engine) Helo(ctx context.Context, s *Session, cmd, helo string) Verdict
 	s.Helo = strings.TrimSpace(helo)
 	s.heloRefusal = nil // a new HELO/EHLO is judged afresh
 	s.heloHeld = false
-	if !e.gate(ctx, cfg, s, strings.ToUpper(cmd), &v) && e.checkHelo(cfg, s, &v) {
+	if !e.gate(ctx, cfg, s, strings.ToUpper(cmd), &v) && e.checkHelo(cfg, s, &v) && !cfg.Shadowed(ControlHelo) {
 		refusal := v
 		refusal.Trace = nil
 		s.heloRefusal = &refusal

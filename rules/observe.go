@@ -69,6 +69,9 @@ type MessageRecord struct {
 	EnhancedCode  string      `json:"enhanced_code,omitempty"`
 	Text          string      `json:"text,omitempty"`
 	Control       Control     `json:"control,omitempty"`
+	// WouldRefuse is the message's first shadowed refusal (mode =
+	// "shadow"): what would have been refused; the client was accepted.
+	WouldRefuse *ShadowRecord `json:"would_refuse,omitempty"`
 	Reason        string      `json:"reason,omitempty"`
 	Tags          []Header    `json:"tags,omitempty"`
 	DNSLists      []DNSRecord `json:"dns_lists,omitempty"`
@@ -137,6 +140,14 @@ func (e *Engine) EndMessage(s *Session) {
 	}
 	r.Stage, r.Action, r.Code, r.EnhancedCode, r.Text = v.Stage, v.Action, v.Code, v.EnhancedCode, v.Text
 	r.Control, r.Reason, r.Tags = v.Control, v.Reason, v.Headers
+	if v.Shadow {
+		// Accepted: the reply fields say what was given; would_refuse
+		// says what was not.
+		r.Code, r.EnhancedCode, r.Text, r.Control = 0, "", "", ControlNone
+	}
+	if w := s.wouldRefuse; w != nil {
+		r.WouldRefuse = &ShadowRecord{Stage: w.Stage, Code: w.Code, EnhancedCode: w.EnhancedCode, Text: w.Text, Control: w.Control, Reason: w.Reason}
+	}
 	c := &s.connect
 	for _, l := range []struct {
 		kind ListKind
@@ -155,4 +166,14 @@ func addrString(a netip.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// ShadowRecord is a shadowed refusal in the session log.
+type ShadowRecord struct {
+	Stage        Stage   `json:"stage"`
+	Code         int     `json:"code"`
+	EnhancedCode string  `json:"enhanced_code"`
+	Text         string  `json:"text"`
+	Control      Control `json:"control"`
+	Reason       string  `json:"reason,omitempty"`
 }

@@ -57,7 +57,7 @@ func (e *Engine) Rcpt(ctx context.Context, s *Session, rcpt string) Verdict {
 
 // rcptDone records the recipient as accepted or refused.
 func (e *Engine) rcptDone(s *Session, rcpt string, v Verdict) Verdict {
-	if v.Action.Refuses() {
+	if v.Action.Refuses() && !e.cfg.Load().Shadowed(v.Control) {
 		s.Refused = append(s.Refused, rcpt)
 	} else {
 		s.Recipients = append(s.Recipients, rcpt)

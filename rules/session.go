@@ -65,6 +65,14 @@ type Session struct {
 	errors int
 	// hostChecked is set once verify_host_name has passed for the session.
 	hostChecked bool
+	// shadowPending is a shadowed connect-time or HELO refusal found by
+	// the gate, to be reported with the stage's verdict if that accepts;
+	// connectShadowSent is set once the connect-time one was reported.
+	shadowPending     *Verdict
+	connectShadowSent bool
+	// wouldRefuse is the first shadowed refusal of the message, for the
+	// session log.
+	wouldRefuse *Verdict
 }
 
 // NewSession starts a session for a client. ip is normalized (an
@@ -99,6 +107,7 @@ func (s *Session) ContinueFrom(prev *Session) {
 	s.ClientName = prev.ClientName
 	s.ClientPTR, s.PTRKnown = prev.ClientPTR, prev.PTRKnown
 	s.errors = prev.errors
+	s.connectShadowSent = prev.connectShadowSent
 	s.Helo = prev.Helo
 	s.connect = prev.connect
 	s.heloRefusal = prev.heloRefusal
@@ -114,6 +123,7 @@ func (s *Session) ResetMessage() {
 	s.Recipients = s.Recipients[:0]
 	s.Refused = s.Refused[:0]
 	s.outcome, s.hasOutcome, s.mailSeen = Verdict{}, false, false
+	s.wouldRefuse = nil
 }
 
 // ConnectResult is what the connect-time controls (rows 1–5 of DESIGN §3)

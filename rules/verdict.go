@@ -160,12 +160,26 @@ type Verdict struct {
 	// session (a connect-time or HELO refusal repeated at a later command),
 	// so that a log of refusals can count each once.
 	Repeated bool
+	// Shadow is true when a control's refusal was shadowed (mode =
+	// "shadow"): Action is accept (or tag), and Code, EnhancedCode, Text,
+	// Control and Reason say what would have been refused. The policy
+	// server answers WARN with it, so it appears in Postfix's maillog.
+	Shadow bool
 	// Reason is a short, log-safe explanation of the decision, e.g.
 	// `private blacklist entry "192.0.2.0/24"`.
 	Reason string
 	// Trace lists every control consulted, when the session asked for a
 	// trace (Session.Trace); nil otherwise.
 	Trace []TraceStep
+}
+
+// ShadowReply formats the reply a shadowed refusal would have given;
+// "" when the verdict is not shadowed.
+func (v Verdict) ShadowReply() string {
+	if !v.Shadow {
+		return ""
+	}
+	return fmt.Sprintf("%d %s %s", v.Code, v.EnhancedCode, v.Text)
 }
 
 // Reply formats the SMTP reply line as "550 5.7.1 text"; "" for verdicts
@@ -186,6 +200,7 @@ type verdictJSON struct {
 	Stage        Stage       `json:"stage"`
 	Control      Control     `json:"control"`
 	Disconnect   bool        `json:"disconnect,omitempty"`
+	Shadow       bool        `json:"shadow,omitempty"`
 	Reason       string      `json:"reason,omitempty"`
 	Headers      []Header    `json:"headers"`
 	Trace        []TraceStep `json:"trace"`
@@ -195,7 +210,7 @@ type verdictJSON struct {
 func (v Verdict) MarshalJSON() ([]byte, error) {
 	j := verdictJSON{
 		Action: v.Action, Code: v.Code, EnhancedCode: v.EnhancedCode, Text: v.Text,
-		Stage: v.Stage, Control: v.Control, Disconnect: v.Disconnect, Reason: v.Reason,
+		Stage: v.Stage, Control: v.Control, Disconnect: v.Disconnect, Shadow: v.Shadow, Reason: v.Reason,
 		Headers: v.Headers, Trace: v.Trace,
 	}
 	if j.Headers == nil {

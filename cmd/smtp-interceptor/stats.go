@@ -109,7 +109,11 @@ func printStats(w io.Writer, st *metrics.Stats, expand bool) {
 		fmt.Fprintf(w, "SMTPInterceptor.DNSList.%s.Suspended = 1\n", z)
 	}
 	for _, v := range st.Verdicts {
-		p("SMTPInterceptor.Verdicts."+v.Stage.String()+"."+v.Action.String(), v.Count)
+		name := "SMTPInterceptor.Verdicts." + v.Stage.String() + "." + v.Action.String()
+		if v.Mode == "shadow" {
+			name += ".shadow"
+		}
+		p(name, v.Count)
 	}
 	names := make([]string, 0, len(st.Controls))
 	for name := range st.Controls {

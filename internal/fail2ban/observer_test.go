@@ -209,3 +209,20 @@ func TestObserverWithoutSuspensionsWritesAtOnce(t *testing.T) {
 	h.refuse(t, "198.51.100.1")
 	is.Equal(len(h.lines(t)), 1)
 }
+
+// TestShadowedRefusalsWriteNoLine: with mode = "shadow" the blacklisted
+// client is accepted, and nothing reaches the fail2ban log.
+func TestShadowedRefusalsWriteNoLine(t *testing.T) {
+	is := is.New(t)
+	h := newHoldSetup(t, 0)
+	cfg, err := rules.Parse("", "[server]\nmode = \"shadow\"\n"+holdConfig)
+	is.NoErr(err)
+	h.e.SetConfig(cfg)
+	s := rules.NewSession(netip.MustParseAddr("192.0.2.66"), "")
+	v := h.e.Connect(context.Background(), s)
+	is.True(v.Shadow)
+	is.True(!v.Action.Refuses())
+	h.clock.advance(2 * time.Minute) // past the DNSBL hold, too
+	h.obs.release(true)
+	is.Equal(len(h.lines(t)), 0)
+}

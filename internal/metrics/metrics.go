@@ -47,7 +47,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 		dnsErrors:  d("dns_errors_total", "DNS list lookups that failed or returned an error code or an answer outside the site's filter, per site (no Domino statistic).", "site"),
 		dnsQueries: d("dns_lookups_total", "DNS list lookups, per site and kind (dnsbl, dnswl).", "site", "kind"),
 		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended (its RFC 5782 health probe failed, or its hit rate jumped), 0 otherwise; every known list is present.", "site"),
-		verdicts:   d("verdicts_total", "Verdicts by SMTP stage and action (accept, tag, reject, tempfail); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action"),
+		verdicts:   d("verdicts_total", "Verdicts by SMTP stage, action (accept, tag, reject, tempfail) and mode (enforce: given; shadow: a shadowed refusal, by the action it would have taken, the client accepted); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action", "mode"),
 		latency:    d("dns_query_duration_seconds", "Latency of DNS list queries sent to the resolver (cache misses)."),
 		controls:   d("control_matches_total", "Times each control fired (matched a list entry, refused, tempfailed or tagged), by control: whitelist, blacklist, connections, private_blacklist, dns_whitelist, dns_blacklist, helo, mail_from, recipients, commands, error_limit.", "control"),
 		reloads:    d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
@@ -89,7 +89,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.suspended, prometheus.GaugeValue, v, z.Zone)
 	}
 	for _, v := range s.Verdicts {
-		counter(c.verdicts, v.Count, v.Stage.String(), v.Action.String())
+		counter(c.verdicts, v.Count, v.Stage.String(), v.Action.String(), v.Mode)
 	}
 	for name, n := range s.Controls {
 		counter(c.controls, n, name)
