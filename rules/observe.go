@@ -53,29 +53,29 @@ func (o Observers) Message(r *MessageRecord) {
 // engine decided; never a header value beyond the tags, never a body.
 type MessageRecord struct {
 	// Time is when the last decision about the message was made.
-	Time          time.Time   `json:"time"`
-	Session       string      `json:"session"`
-	ClientIP      string      `json:"client_ip"`
-	ClientName    string      `json:"client_name,omitempty"`
-	ClientPTR     string      `json:"client_ptr,omitempty"`
-	Helo          string      `json:"helo,omitempty"`
-	AuthUser      string      `json:"auth_user,omitempty"`
-	MailFrom      *string     `json:"mail_from,omitempty"`
-	Recipients    []string    `json:"recipients"`
-	Refused       []string    `json:"refused_recipients,omitempty"`
-	Stage         Stage       `json:"stage"`
-	Action        Action      `json:"action"`
-	Code          int         `json:"code,omitempty"`
-	EnhancedCode  string      `json:"enhanced_code,omitempty"`
-	Text          string      `json:"text,omitempty"`
-	Control       Control     `json:"control,omitempty"`
+	Time         time.Time `json:"time"`
+	Session      string    `json:"session"`
+	ClientIP     string    `json:"client_ip"`
+	ClientName   string    `json:"client_name,omitempty"`
+	ClientPTR    string    `json:"client_ptr,omitempty"`
+	Helo         string    `json:"helo,omitempty"`
+	AuthUser     string    `json:"auth_user,omitempty"`
+	MailFrom     *string   `json:"mail_from,omitempty"`
+	Recipients   []string  `json:"recipients"`
+	Refused      []string  `json:"refused_recipients,omitempty"`
+	Stage        Stage     `json:"stage"`
+	Action       Action    `json:"action"`
+	Code         int       `json:"code,omitempty"`
+	EnhancedCode string    `json:"enhanced_code,omitempty"`
+	Text         string    `json:"text,omitempty"`
+	Control      Control   `json:"control,omitempty"`
 	// WouldRefuse is the message's first shadowed refusal (mode =
 	// "shadow"): what would have been refused; the client was accepted.
-	WouldRefuse *ShadowRecord `json:"would_refuse,omitempty"`
-	Reason        string      `json:"reason,omitempty"`
-	Tags          []Header    `json:"tags,omitempty"`
-	DNSLists      []DNSRecord `json:"dns_lists,omitempty"`
-	DNSListErrors []string    `json:"dns_list_errors,omitempty"`
+	WouldRefuse   *ShadowRecord `json:"would_refuse,omitempty"`
+	Reason        string        `json:"reason,omitempty"`
+	Tags          []Header      `json:"tags,omitempty"`
+	DNSLists      []DNSRecord   `json:"dns_lists,omitempty"`
+	DNSListErrors []string      `json:"dns_list_errors,omitempty"`
 }
 
 // DNSRecord is a DNS list answer in a MessageRecord.
