@@ -148,5 +148,8 @@ func describe(v rules.Verdict) string {
 	if v.Disconnect {
 		b.WriteString("  (session ends)")
 	}
+	if v.Shadow {
+		b.WriteString("  (shadow: would refuse with " + v.ShadowReply() + ")")
+	}
 	return b.String()
 }
