@@ -117,6 +117,10 @@ type ServerConfig struct {
 	// Shadow is [server] mode = "shadow": every control's refusals are
 	// shadowed (see Config.Shadowed).
 	Shadow bool
+	// ReloadOnSignal is [server] reload = "signal": the configuration is
+	// reloaded only on SIGHUP (systemctl reload), not when its files
+	// change.
+	ReloadOnSignal bool
 }
 
 // LogConfig is the [log] section.

@@ -209,6 +209,13 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		MaxConnectionsPerIP: s.MaxConnectionsIP,
 		ErrorLimit:          s.ErrorLimit,
 	}
+	switch s.Reload {
+	case "auto":
+	case "signal":
+		cfg.Server.ReloadOnSignal = true
+	default:
+		b.errorf("server.reload", "unknown reload %q: want auto (when the files change, and on SIGHUP) or signal (on SIGHUP only)", s.Reload)
+	}
 	switch s.Mode {
 	case "enforce":
 	case "shadow":

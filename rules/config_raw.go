@@ -38,6 +38,7 @@ type rawServer struct {
 	MaxConnectionsIP   int      `toml:"max_connections_per_ip"`
 	ErrorLimit         int      `toml:"error_limit"`
 	Mode               string   `toml:"mode"`
+	Reload             string   `toml:"reload"`
 }
 
 type rawLog struct {
@@ -162,6 +163,7 @@ func defaults() rawConfig {
 			MilterIdleTimeout: "65m",
 			DelayReject:       true,
 			Mode:              "enforce",
+			Reload:            "auto",
 		},
 		Log: rawLog{Level: "info", Format: "text"},
 		DNS: rawDNS{

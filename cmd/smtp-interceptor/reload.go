@@ -11,6 +11,8 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -130,7 +132,7 @@ func (r *reloader) run(ctx context.Context, hup, usr1 <-chan struct{}) {
 			// A wait in progress goes on: it ends comparing with what
 			// this reload applied.
 			r.log.Info("SIGHUP: reloading the configuration")
-			r.reload(w, true, nil)
+			r.reload(w, true, nil, "SIGHUP")
 		case <-usr1:
 			for _, f := range []*logfile.File{r.sessions, r.fail2ban} {
 				if err := f.Reopen(); err != nil {
@@ -139,7 +141,7 @@ func (r *reloader) run(ctx context.Context, hup, usr1 <-chan struct{}) {
 			}
 			r.log.Info("SIGUSR1: log files reopened")
 		case ev := <-events:
-			if !r.names[filepath.Clean(ev.Name)] {
+			if !r.names[filepath.Clean(ev.Name)] || r.engine.Config().Server.ReloadOnSignal {
 				continue
 			}
 			if !busy {
@@ -202,8 +204,21 @@ func (r *reloader) changed(w *fsnotify.Watcher, now snapshot) {
 		r.log.Debug("configuration files touched but unchanged; no reload")
 		return
 	}
-	r.log.Info("configuration files changed: reloading")
-	r.reload(w, false, now)
+	var changed []string
+	for f, st := range now {
+		if r.applied[f] != st {
+			changed = append(changed, f)
+		}
+	}
+	for f := range r.applied {
+		if _, ok := now[f]; !ok {
+			changed = append(changed, f)
+		}
+	}
+	slices.Sort(changed)
+	trigger := strings.Join(changed, ", ")
+	r.log.Info("configuration files changed: reloading", slog.String("changed", trigger))
+	r.reload(w, false, now, trigger)
 }
 
 // watch watches the directories of every file the configuration read and
@@ -240,18 +255,20 @@ func (r *reloader) watch(w *fsnotify.Watcher, snap snapshot) {
 // reload loads the configuration anew and swaps it in when it is whole.
 // force (SIGHUP) applies files that became empty. before holds the files'
 // fingerprints taken before the load, nil to take them now.
-func (r *reloader) reload(w *fsnotify.Watcher, force bool, before snapshot) {
+func (r *reloader) reload(w *fsnotify.Watcher, force bool, before snapshot, trigger string) {
 	if before == nil && r.path != "" {
 		before = look(r.files())
 	}
-	err := r.apply(force, before)
+	err := r.apply(force, before, trigger)
 	r.watch(w, look(r.files())) // list files and links may have changed
 	if r.done != nil {
 		r.done <- err
 	}
 }
 
-func (r *reloader) apply(force bool, before snapshot) error {
+// apply loads and swaps in the configuration; trigger says what asked
+// for it ("SIGHUP", or the files that changed), for the log.
+func (r *reloader) apply(force bool, before snapshot, trigger string) error {
 	if r.path == "" {
 		r.log.Warn("no configuration file (-c) to reload; still on the built-in defaults")
 		return nil
@@ -289,6 +306,23 @@ func (r *reloader) apply(force bool, before snapshot) error {
 	for _, warn := range cfg.Warnings {
 		r.log.Warn("configuration: " + warn)
 	}
+	changes := rules.Diff(old, cfg)
+	for _, c := range changes {
+		attrs := []any{slog.String("key", c.Key)}
+		if c.From != "" || c.To != "" {
+			attrs = append(attrs, slog.String("from", c.From), slog.String("to", c.To))
+		} else {
+			attrs = append(attrs, slog.Int("added", len(c.Added)), slog.Int("removed", len(c.Removed)),
+				slog.Int("before", c.Before), slog.Int("after", c.After))
+			if len(c.Added) > 0 {
+				attrs = append(attrs, slog.String("added_entries", firstEntries(c.Added)))
+			}
+			if len(c.Removed) > 0 {
+				attrs = append(attrs, slog.String("removed_entries", firstEntries(c.Removed)))
+			}
+		}
+		r.log.Info("configuration change", attrs...)
+	}
 	r.engine.SetConfig(cfg)
 	r.remember(cfg, before, filled)
 	tuneMemory(r.log) // the old configuration and the loading garbage
@@ -302,8 +336,25 @@ func (r *reloader) apply(force bool, before snapshot) error {
 		}
 	}
 	r.counters.ConfigReload(true)
-	r.log.Info("configuration reloaded", slog.String("file", r.path))
+	r.log.Info("configuration reloaded", slog.String("file", r.path), slog.String("trigger", trigger), slog.Int("changes", len(changes)))
 	return nil
+}
+
+// firstEntries lists up to 10 entries, quoted, for a log line.
+func firstEntries(entries []string) string {
+	const most = 10
+	var b strings.Builder
+	for i, e := range entries {
+		if i == most {
+			fmt.Fprintf(&b, " and %d more", len(entries)-most)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(e))
+	}
+	return b.String()
 }
 
 // checkEmptied refuses, unless force, a configuration whose file or one

@@ -468,3 +468,39 @@ func TestHasContent(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadLogsWhatChanged: a reload names the file that triggered it
+// and each change, list entries added and removed with the list sizes.
+func TestReloadLogsWhatChanged(t *testing.T) {
+	is := is.New(t)
+	ls := startWatched(t, "")
+	bl := filepath.Join(ls.dir, "bl.txt")
+	writeFile(t, bl, "192.0.2.77\n192.0.2.78\n")
+	is.NoErr(nextReload(t, ls))
+	waitFor(t, "the reload log", func() bool { return strings.Contains(ls.stderr.String(), "trigger="+bl+" changes=1") })
+	out := ls.stderr.String()
+	is.True(strings.Contains(out, `msg="configuration change" key=blacklist.hosts added=2 removed=1 before=1 after=2 added_entries="\"192.0.2.77\", \"192.0.2.78\"" removed_entries="\"192.0.2.66\""`))
+	is.True(strings.Contains(out, `msg="configuration files changed: reloading" changed=`+bl))
+}
+
+// TestReloadOnSignalOnly: with [server] reload = "signal" a file change is
+// not applied until SIGHUP.
+func TestReloadOnSignalOnly(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "bl.txt"), "192.0.2.66\n")
+	cfgPath := filepath.Join(dir, "config.toml")
+	writeFile(t, cfgPath, strings.Replace(configText(dir, ""), "milter = []", "milter = []\nreload = \"signal\"", 1))
+	ls := startLiveAt(t, cfgPath, dir)
+	writeFile(t, filepath.Join(ls.dir, "bl.txt"), "192.0.2.77\n")
+	select {
+	case err := <-ls.reloaded:
+		t.Fatalf("reloaded (%v) on a file change with reload = \"signal\"", err)
+	case <-time.After(3 * (reloadDelay + stableGap)):
+	}
+	is.Equal(ls.ask(t, "192.0.2.77"), "action=DUNNO")
+	ls.hup <- struct{}{}
+	is.NoErr(nextReload(t, ls))
+	is.Equal(ls.ask(t, "192.0.2.77"), refused)
+	waitFor(t, "the reload log", func() bool { return strings.Contains(ls.stderr.String(), "trigger=SIGHUP") })
+}
