@@ -121,6 +121,11 @@ type ServerConfig struct {
 	// reloaded only on SIGHUP (systemctl reload), not when its files
 	// change.
 	ReloadOnSignal bool
+	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener.
+	Pprof bool
+	// MetricsAllow lists who may scrape the metrics listener besides
+	// Allow: a remote Prometheus, without leave to speak policy or milter.
+	MetricsAllow *HostList
 }
 
 // LogConfig is the [log] section.

@@ -209,6 +209,10 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		MaxConnectionsPerIP: s.MaxConnectionsIP,
 		ErrorLimit:          s.ErrorLimit,
 	}
+	cfg.Server.Pprof = s.Pprof
+	mallowList, errs := NewHostList(b.entries("server.metrics_allow", s.MetricsAllow, "server.metrics_allow_file", s.MetricsAllowFile))
+	b.addErrs(errs)
+	cfg.Server.MetricsAllow = mallowList
 	switch s.Reload {
 	case "auto":
 	case "signal":

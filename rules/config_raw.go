@@ -39,6 +39,9 @@ type rawServer struct {
 	ErrorLimit         int      `toml:"error_limit"`
 	Mode               string   `toml:"mode"`
 	Reload             string   `toml:"reload"`
+	Pprof              bool     `toml:"pprof"`
+	MetricsAllow       []string `toml:"metrics_allow"`
+	MetricsAllowFile   string   `toml:"metrics_allow_file"`
 }
 
 type rawLog struct {

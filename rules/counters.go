@@ -24,6 +24,11 @@ type Counters struct {
 	suspended            sync.Map // zone -> *zoneSuspension
 	dnsLatency           Histogram
 	reloadsOK            atomic.Uint64
+	// lastReloadFailed is set while the latest reload was refused;
+	// lastLoaded is when a configuration was last applied (start or
+	// reload), in Unix seconds.
+	lastReloadFailed atomic.Bool
+	lastLoaded       atomic.Int64
 	reloadsFailed        atomic.Uint64
 	expanded             expandedStats
 	now                  func() time.Time // nil: time.Now
@@ -49,9 +54,18 @@ func (c *Counters) SetExpandedLimit(n int) { c.expanded.max = n }
 func (c *Counters) ConfigReload(ok bool) {
 	if ok {
 		c.reloadsOK.Add(1)
+		c.ConfigLoaded()
 	} else {
 		c.reloadsFailed.Add(1)
+		c.lastReloadFailed.Store(true)
 	}
+}
+
+// ConfigLoaded records that a configuration was applied now (at start,
+// and by each successful reload).
+func (c *Counters) ConfigLoaded() {
+	c.lastReloadFailed.Store(false)
+	c.lastLoaded.Store(c.clock().Unix())
 }
 
 // Expanded returns Domino's expanded statistics: hits per site per client
@@ -272,6 +286,11 @@ type Snapshot struct {
 	DNSLatency HistogramSnapshot `json:"dns_latency"`
 	// ConfigReloads counts reloads by result: "ok" and "error".
 	ConfigReloads map[string]uint64 `json:"config_reloads"`
+	// LastReloadOK is false while the latest reload was refused (the
+	// previous configuration serving); LastLoaded is when a configuration
+	// was last applied, in Unix seconds (0: never said).
+	LastReloadOK bool  `json:"config_last_reload_success"`
+	LastLoaded   int64 `json:"config_last_reload_success_timestamp_seconds"`
 }
 
 // VerdictCount is the number of verdicts with one stage, action and
@@ -311,6 +330,8 @@ func (c *Counters) Snapshot() Snapshot {
 		DNSWLHits:            c.dnswlHits.Load(),
 		Controls:             map[string]uint64{},
 		ConfigReloads:        map[string]uint64{"ok": c.reloadsOK.Load(), "error": c.reloadsFailed.Load()},
+		LastReloadOK:         !c.lastReloadFailed.Load(),
+		LastLoaded:           c.lastLoaded.Load(),
 	}
 	c.controls.Range(func(k, v any) bool {
 		s.Controls[string(k.(Control))] = v.(*atomic.Uint64).Load()

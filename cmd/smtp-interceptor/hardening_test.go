@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -146,4 +147,43 @@ func TestUnwritableSessionLogDoesNotStopServe(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(logDir, "sessions.log"))
 	is.NoErr(err)
 	is.True(strings.Contains(string(b), `"client_ip":"192.0.2.9"`)) // the record survived
+}
+
+// TestMetricsAllow: [server] metrics_allow lets a scraper reach the
+// metrics listener without being allowed to speak policy or milter; and
+// /debug/pprof answers only with [server] pprof = true.
+func TestMetricsAllow(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	writeFile(t, cfg, "[server]\npolicy = [\"127.0.0.1:0\"]\nmilter = []\nmetrics = \"127.0.0.1:0\"\nallow = [\"127.0.0.2\"]\nmetrics_allow = [\"127.0.0.1\"]\n[dns]\nresolver = \"127.0.0.1:1\"\n")
+	cmd := exec.Command(testBinary(t), "serve", "-c", cfg)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	is.NoErr(cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ls := &liveServer{stderr: &stderr}
+	maddr := ls.metricsAddr(t)
+	is.True(strings.Contains(httpGet(t, "http://"+maddr+"/metrics"), "smtp_interceptor_build_info{"))
+	resp, err := http.Get("http://" + maddr + "/debug/pprof/cmdline")
+	is.NoErr(err)
+	resp.Body.Close()
+	is.Equal(resp.StatusCode, http.StatusNotFound) // pprof is off by default
+
+	var paddr string
+	re := regexp.MustCompile(`policy server listening" addr=(\S+)`)
+	waitFor(t, "the policy listener", func() bool {
+		m := re.FindStringSubmatch(stderr.String())
+		if m != nil {
+			paddr = m[1]
+		}
+		return m != nil
+	})
+	c, err := net.DialTimeout("tcp", paddr, 5*time.Second)
+	is.NoErr(err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\n\n")
+	n, _ := c.Read(make([]byte, 64))
+	is.Equal(n, 0) // 127.0.0.1 may scrape but not ask the policy server
 }

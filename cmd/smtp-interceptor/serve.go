@@ -110,6 +110,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	defer f2b.Close()
 
 	counters := new(rules.Counters)
+	counters.ConfigLoaded()
 	// fail2ban lines of DNS blacklist refusals wait until it is clear that
 	// the list was not suspended right after (it may have been listing
 	// the world).
@@ -178,7 +179,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 			closeAll()
 			return fmt.Errorf("metrics listener: %w", err)
 		}
-		metricsLn = listen.Allow(ln, allowed, nil)
+		metricsLn = listen.Allow(ln, func(ip netip.Addr) bool {
+			if allowed(ip) {
+				return true
+			}
+			_, ok := engine.Config().Server.MetricsAllow.Match(ip, "")
+			return ok
+		}, nil)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -255,7 +262,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	}
 	var hsrv *http.Server
 	if metricsLn != nil {
-		hsrv = metricsServer(metrics.Handler(reg, counters))
+		hsrv = metricsServer(metrics.Handler(reg, counters, func() bool { return engine.Config().Server.Pprof }))
 		log.Info("metrics listening", slog.String("addr", metricsLn.Addr().String()))
 		wg.Go(func() {
 			if err := hsrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

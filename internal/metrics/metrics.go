@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,6 +30,7 @@ type Collector struct {
 	dnsblHits, dnswlHits, dnsErrors *prometheus.Desc
 	dnsQueries, suspended, verdicts *prometheus.Desc
 	latency, reloads, controls      *prometheus.Desc
+	lastOK, lastLoaded              *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -49,6 +52,8 @@ func NewCollector(counters *rules.Counters) *Collector {
 		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended (its RFC 5782 health probe failed, or its hit rate jumped), 0 otherwise; every known list is present.", "site"),
 		verdicts:   d("verdicts_total", "Verdicts by SMTP stage, action (accept, tag, reject, tempfail) and mode (enforce: given; shadow: a shadowed refusal, by the action it would have taken, the client accepted); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action", "mode"),
 		latency:    d("dns_query_duration_seconds", "Latency of DNS list queries sent to the resolver (cache misses)."),
+		lastOK:     d("config_last_reload_success", "1 when the latest configuration reload was applied (or none was tried since start), 0 while the latest was refused and the previous configuration serves."),
+		lastLoaded: d("config_last_reload_success_timestamp_seconds", "When a configuration was last applied (start or reload), in Unix seconds."),
 		controls:   d("control_matches_total", "Times each control fired (matched a list entry, refused, tempfailed or tagged), by control: whitelist, blacklist, connections, private_blacklist, dns_whitelist, dns_blacklist, helo, mail_from, recipients, commands, error_limit.", "control"),
 		reloads:    d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
 	}
@@ -57,7 +62,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
-		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls} {
+		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded} {
 		ch <- d
 	}
 }
@@ -102,13 +107,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range []string{"ok", "error"} {
 		counter(c.reloads, s.ConfigReloads[r], r)
 	}
+	ok := 0.0
+	if s.LastReloadOK {
+		ok = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, ok)
+	ch <- prometheus.MustNewConstMetric(c.lastLoaded, prometheus.GaugeValue, float64(s.LastLoaded))
 }
 
 // NewRegistry returns a registry with the engine's collector and the Go
 // and process collectors.
 func NewRegistry(counters *rules.Counters) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	version, goVersion := BuildVersion()
 	reg.MustRegister(NewCollector(counters),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
+			Help:        "Always 1; the labels say which smtp-interceptor runs: its version (module version, or the VCS revision of a development build) and the Go version that built it.",
+			ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion}}, func() float64 { return 1 }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
@@ -121,20 +136,62 @@ type Stats struct {
 	Expanded []rules.ExpandedHit `json:"expanded"`
 }
 
-// Handler serves /metrics from reg, /stats from counters, and Go's
-// profiler at /debug/pprof/ (as Prometheus itself does: the metrics
-// listener is loopback and [server] allow only).
-func Handler(reg *prometheus.Registry, counters *rules.Counters) http.Handler {
+// Handler serves /metrics from reg, /stats from counters, and, while
+// pprof() reports true ([server] pprof, read at each request so a reload
+// turns it on or off), Go's profiler at /debug/pprof/.
+func Handler(reg *prometheus.Registry, counters *rules.Counters, pprofOn func() bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	gate := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if pprofOn == nil || !pprofOn() {
+				http.Error(w, "pprof is off ([server] pprof = false)", http.StatusNotFound)
+				return
+			}
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("GET /debug/pprof/", gate(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/cmdline", gate(pprof.Cmdline))
+	mux.HandleFunc("GET /debug/pprof/profile", gate(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", gate(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", gate(pprof.Trace))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(Stats{Snapshot: counters.Snapshot(), Expanded: counters.Expanded()})
 	})
 	return mux
+}
+
+// BuildVersion returns the running binary's version, as the Go toolchain
+// recorded it: the main module's version, or for a development build
+// "devel" and the VCS revision (with "+dirty" for uncommitted changes);
+// and the Go version.
+func BuildVersion() (version, goVersion string) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown", runtime.Version()
+	}
+	version = bi.Main.Version
+	if version == "" || version == "(devel)" {
+		version = "devel"
+		var rev, dirty string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "+dirty"
+				}
+			}
+		}
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if rev != "" {
+			version += "-" + rev + dirty
+		}
+	}
+	return version, bi.GoVersion
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,7 +54,7 @@ action = "reject"
 func TestMetrics(t *testing.T) {
 	is := is.New(t)
 	counters := traffic(t)
-	srv := httptest.NewServer(Handler(NewRegistry(counters), counters))
+	srv := httptest.NewServer(Handler(NewRegistry(counters), counters, func() bool { return false }))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/metrics")
 	is.NoErr(err)
@@ -72,6 +74,9 @@ func TestMetrics(t *testing.T) {
 		`smtp_interceptor_dns_query_duration_seconds_bucket{le="0.005"} 1`,
 		"Domino: SMTP.DNSBL.TotalHits and SMTP.DNSBL.<site>.TotalHits",
 		"Domino: SMTP.PrivateBL.TotalHits",
+		`smtp_interceptor_build_info{goversion="go`,
+		"smtp_interceptor_config_last_reload_success 0", // traffic() ends with a refused reload
+		"smtp_interceptor_config_last_reload_success_timestamp_seconds ",
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)
@@ -86,4 +91,23 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 	is.Equal(st.PrivateBlacklistHits, uint64(1))
 	is.Equal(st.Expanded[0], rules.ExpandedHit{Kind: rules.DNSBL, Site: "bl.test", IP: "192.0.2.7", Hits: 2}) // per IP, busiest first
+}
+
+// TestPprofOnlyWhenOn: the profiler answers only while [server] pprof is
+// on, read at each request.
+func TestPprofOnlyWhenOn(t *testing.T) {
+	is := is.New(t)
+	var on atomic.Bool
+	counters := new(rules.Counters)
+	srv := httptest.NewServer(Handler(NewRegistry(counters), counters, on.Load))
+	defer srv.Close()
+	get := func() int {
+		resp, err := srv.Client().Get(srv.URL + "/debug/pprof/cmdline")
+		is.NoErr(err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	is.Equal(get(), http.StatusNotFound)
+	on.Store(true)
+	is.Equal(get(), http.StatusOK)
 }
