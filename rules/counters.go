@@ -29,9 +29,9 @@ type Counters struct {
 	// reload), in Unix seconds.
 	lastReloadFailed atomic.Bool
 	lastLoaded       atomic.Int64
-	reloadsFailed        atomic.Uint64
-	expanded             expandedStats
-	now                  func() time.Time // nil: time.Now
+	reloadsFailed    atomic.Uint64
+	expanded         expandedStats
+	now              func() time.Time // nil: time.Now
 }
 
 // SetClock sets the clock that times suspensions (SetSuspended,
