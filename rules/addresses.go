@@ -37,6 +37,7 @@ type AddressList struct {
 	suffixes map[string]int32
 	// null is the index of the "<>" entry, -1 when there is none.
 	null int32
+	hits entryHits
 }
 
 // NewAddressList builds an AddressList from configured entries. It reports
@@ -78,6 +79,7 @@ func NewAddressList(entries []Entry) (*AddressList, []*ConfigError) {
 			(*m)[key] = idx
 		}
 	}
+	a.hits.grow(len(a.values))
 	return a, errs
 }
 
@@ -103,6 +105,7 @@ func (a *AddressList) Match(addr string) (entry string, ok bool) {
 	}
 	if addr == "" {
 		if a.null >= 0 {
+			a.hits.hit(a.null)
 			return a.values[a.null], true
 		}
 		return "", false
@@ -125,6 +128,7 @@ func (a *AddressList) Match(addr string) (entry string, ok bool) {
 	}
 
 	if i, ok := a.addrs[string(b)]; ok {
+		a.hits.hit(i)
 		return a.values[i], true
 	}
 	at := bytes.LastIndexByte(b, '@')
@@ -133,6 +137,7 @@ func (a *AddressList) Match(addr string) (entry string, ok bool) {
 	}
 	dom := b[at+1:]
 	if i, ok := a.domains[string(dom)]; ok {
+		a.hits.hit(i)
 		return a.values[i], true
 	}
 	if len(a.suffixes) == 0 {
@@ -141,6 +146,7 @@ func (a *AddressList) Match(addr string) (entry string, ok bool) {
 	for j, c := range dom {
 		if c == '.' {
 			if i, ok := a.suffixes[string(dom[j+1:])]; ok {
+				a.hits.hit(i)
 				return a.values[i], true
 			}
 		}

@@ -61,7 +61,10 @@ func (e *Engine) Config() *Config { return e.cfg.Load() }
 
 // SetConfig swaps in a new configuration. Sessions in flight keep their
 // connect-time outcome and go on under the new configuration.
-func (e *Engine) SetConfig(cfg *Config) { e.cfg.Store(cfg) }
+func (e *Engine) SetConfig(cfg *Config) {
+	cfg.carryHits(e.cfg.Load())
+	e.cfg.Store(cfg)
+}
 
 // dnsHolder lets an interface value sit behind an atomic pointer.
 type dnsHolder struct{ lists DNSLists }

@@ -33,6 +33,7 @@ type HostList struct {
 	names map[string]int32
 	// suffixes holds the domains of "*.domain" and ".domain" entries.
 	suffixes map[string]int32
+	hits     entryHits
 }
 
 // NewHostList builds a HostList from configured entries. It reports every
@@ -82,6 +83,7 @@ func NewHostList(entries []Entry) (*HostList, []*ConfigError) {
 			}
 		}
 	}
+	h.hits.grow(len(h.values))
 	return h, errs
 }
 
@@ -99,6 +101,7 @@ func (h *HostList) Match(ip netip.Addr, name string) (entry string, ok bool) {
 	}
 	if ip.IsValid() {
 		if i, ok := h.ips.Lookup(ip); ok {
+			h.hits.hit(i)
 			return h.values[i], true
 		}
 	}
@@ -106,6 +109,7 @@ func (h *HostList) Match(ip netip.Addr, name string) (entry string, ok bool) {
 		return "", false
 	}
 	if i, ok := h.names[name]; ok {
+		h.hits.hit(i)
 		return h.values[i], true
 	}
 	if len(h.suffixes) == 0 && len(h.names) == 0 {
@@ -121,9 +125,11 @@ func (h *HostList) Match(ip netip.Addr, name string) (entry string, ok bool) {
 		}
 		s = s[dot+1:]
 		if i, ok := h.suffixes[s]; ok {
+			h.hits.hit(i)
 			return h.values[i], true
 		}
 		if i, ok := h.names[s]; ok {
+			h.hits.hit(i)
 			return h.values[i], true
 		}
 	}

@@ -27,6 +27,7 @@ type NamePatterns struct {
 	// globs holds the patterns with wildcards, normalized, in the order
 	// they were configured.
 	globs []namePattern
+	hits  entryHits
 }
 
 // namePattern is one normalized pattern with wildcards, with the literal
@@ -83,6 +84,7 @@ func NewNamePatterns(entries []Entry) (*NamePatterns, []*ConfigError) {
 			n.exact[pat] = idx
 		}
 	}
+	n.hits.grow(len(n.values))
 	return n, errs
 }
 
@@ -111,10 +113,12 @@ func (n *NamePatterns) Match(helo string) (entry string, ok bool) {
 		b[i] = c
 	}
 	if i, ok := n.exact[string(b)]; ok {
+		n.hits.hit(i)
 		return n.values[i], true
 	}
 	for i := range n.globs {
 		if g := &n.globs[i]; g.match(b) {
+			n.hits.hit(g.idx)
 			return n.values[g.idx], true
 		}
 	}

@@ -262,7 +262,10 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	}
 	var hsrv *http.Server
 	if metricsLn != nil {
-		hsrv = metricsServer(metrics.Handler(reg, counters, func() bool { return engine.Config().Server.Pprof }))
+		hsrv = metricsServer(metrics.Handler(reg, counters, metrics.HandlerOptions{
+			Pprof:   func() bool { return engine.Config().Server.Pprof },
+			Entries: func() []rules.EntryHit { return engine.Config().EntryHits() },
+		}))
 		log.Info("metrics listening", slog.String("addr", metricsLn.Addr().String()))
 		wg.Go(func() {
 			if err := hsrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

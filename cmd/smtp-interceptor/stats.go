@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/smtp-interceptor/smtp-interceptor/internal/metrics"
@@ -23,6 +24,8 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	addr := fs.String("addr", "", "metrics `address` of the server (default: [server] metrics, 127.0.0.1:10062)")
 	expand := fs.Bool("expand", false, "add Domino's expanded statistics: hits per site per client IP")
 	asJSON := fs.Bool("json", false, "print the server's /stats document as it is")
+	entries := fs.Bool("entries", false, "list every list entry with its hits and last hit, instead of the counters")
+	unused := fs.Bool("unused", false, "with --entries: only the entries that never matched")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -69,6 +72,10 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if *asJSON {
 		stdout.Write(body)
+		return exitOK
+	}
+	if *entries || *unused {
+		printEntries(stdout, st.Entries, *unused)
 		return exitOK
 	}
 	printStats(stdout, &st, *expand)
@@ -125,4 +132,21 @@ func printStats(w io.Writer, st *metrics.Stats, expand bool) {
 	}
 	p("SMTPInterceptor.ConfigReloads.ok", st.ConfigReloads["ok"])
 	p("SMTPInterceptor.ConfigReloads.error", st.ConfigReloads["error"])
+}
+
+// printEntries writes one line per list entry: its key, the entry as
+// written, its hits and its last hit ("never" when it never matched).
+// Counts survive reloads for entries that stay; they start at the
+// server's start.
+func printEntries(w io.Writer, entries []rules.EntryHit, unusedOnly bool) {
+	for _, e := range entries {
+		if unusedOnly && e.Hits > 0 {
+			continue
+		}
+		last := "never"
+		if !e.LastHit.IsZero() {
+			last = e.LastHit.Local().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s %s hits=%d last=%s\n", e.Key, strconv.Quote(e.Entry), e.Hits, last)
+	}
 }

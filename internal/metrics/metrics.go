@@ -134,16 +134,30 @@ type Stats struct {
 	rules.Snapshot
 	// Expanded are the hits per site per client IP, busiest first.
 	Expanded []rules.ExpandedHit `json:"expanded"`
+	// Entries are the list entries of the configuration in force, with
+	// their hits and last hit.
+	Entries []rules.EntryHit `json:"entries"`
 }
 
-// Handler serves /metrics from reg, /stats from counters, and, while
-// pprof() reports true ([server] pprof, read at each request so a reload
-// turns it on or off), Go's profiler at /debug/pprof/.
-func Handler(reg *prometheus.Registry, counters *rules.Counters, pprofOn func() bool) http.Handler {
+// HandlerOptions are what Handler serves besides the counters; each field
+// may be nil.
+type HandlerOptions struct {
+	// Pprof reports whether Go's profiler is on ([server] pprof), asked
+	// at each request.
+	Pprof func() bool
+	// Entries returns the list entries with their hits, for /stats.
+	Entries func() []rules.EntryHit
+}
+
+// Handler serves /metrics from reg, /stats from counters (and the list
+// entries' hits), and, while opts.Pprof reports true ([server] pprof, read
+// at each request so a reload turns it on or off), Go's profiler at
+// /debug/pprof/.
+func Handler(reg *prometheus.Registry, counters *rules.Counters, opts HandlerOptions) http.Handler {
 	mux := http.NewServeMux()
 	gate := func(h http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			if pprofOn == nil || !pprofOn() {
+			if opts.Pprof == nil || !opts.Pprof() {
 				http.Error(w, "pprof is off ([server] pprof = false)", http.StatusNotFound)
 				return
 			}
@@ -158,7 +172,11 @@ func Handler(reg *prometheus.Registry, counters *rules.Counters, pprofOn func() 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(Stats{Snapshot: counters.Snapshot(), Expanded: counters.Expanded()})
+		st := Stats{Snapshot: counters.Snapshot(), Expanded: counters.Expanded()}
+		if opts.Entries != nil {
+			st.Entries = opts.Entries()
+		}
+		json.NewEncoder(w).Encode(st)
 	})
 	return mux
 }
