@@ -14,13 +14,23 @@ import (
 	"time"
 )
 
+const benchUsage = `usage: smtp-interceptor bench policy|milter --addr A [--conns CONNS] [-n COUNT] [--hit SHARE] [--hit-cidr CIDR] [--clients N] [--seed S]
+       smtp-interceptor bench null-policy|null-milter --listen A
+
+policy and milter load a server: it decides, logs and counts every request
+as real traffic. "smtp-interceptor bench policy -h" lists the flags.
+`
+
 // runBench dispatches the load generators.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: smtp-interceptor bench policy|milter --addr A [-c CONNS] [-n COUNT] [--hit SHARE]\n       smtp-interceptor bench null-policy|null-milter --listen A")
+		fmt.Fprint(stderr, benchUsage)
 		return exitUsage
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, benchUsage)
+		return exitOK
 	case "policy":
 		return runBenchPolicy(ctx, args[1:], stdout, stderr)
 	case "milter":
@@ -28,7 +38,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "null-policy", "null-milter":
 		return runBenchNull(ctx, args[0], args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "bench: unknown target %q (want policy, milter, null-policy or null-milter)\n", args[0])
+	fmt.Fprintf(stderr, "bench: unknown target %q (want policy, milter, null-policy or null-milter)\n\n%s", args[0], benchUsage)
 	return exitUsage
 }
 
@@ -109,14 +119,13 @@ type loadFlags struct {
 }
 
 // newLoadFlags declares the common flags; unit names what -n counts.
-func newLoadFlags(name, defAddr, unit string, defN int, stderr io.Writer) *loadFlags {
+func newLoadFlags(name, defAddr, unit string, defN int) *loadFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	return &loadFlags{
 		name:    name,
 		fs:      fs,
 		addr:    fs.String("addr", defAddr, "server `address`: host:port or unix:/path"),
-		conns:   fs.Int("c", 16, "concurrent `connections`"),
+		conns:   fs.Int("conns", 16, "concurrent `connections`"),
 		n:       fs.Int("n", defN, "total `"+unit+"`"),
 		hit:     fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)"),
 		hitCIDR: fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists"),
@@ -125,29 +134,47 @@ func newLoadFlags(name, defAddr, unit string, defN int, stderr io.Writer) *loadF
 	}
 }
 
-// parse parses and checks the flags; false means bad usage (reported).
-func (l *loadFlags) parse(args []string, stderr io.Writer) bool {
-	if err := l.fs.Parse(args); err != nil {
-		return false
+// parse parses and checks the flags, and warns that the load counts as
+// traffic. done says the command is over (help, or bad usage reported),
+// with code its exit code.
+func (l *loadFlags) parse(args []string, stdout, stderr io.Writer) (code int, done bool) {
+	synopsis := "smtp-interceptor " + l.name + " [--addr A] [--conns CONNS] [-n COUNT] [--hit SHARE] [--hit-cidr CIDR] [--clients N] [--seed S]"
+	if code, done := parseFlags(l.fs, synopsis, args, stdout, stderr); done {
+		if code == exitUsage && slices.ContainsFunc(args, isFlagC) {
+			fmt.Fprintf(stderr, "%s: the connection count is --conns (-c was renamed)\n", l.name)
+		}
+		return code, true
+	}
+	if l.fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", l.name, l.fs.Arg(0))
+		return exitUsage, true
 	}
 	var err error
 	l.hitPfx, err = netip.ParsePrefix(*l.hitCIDR)
 	switch {
 	case err != nil || !l.hitPfx.Addr().Is4():
 		fmt.Fprintf(stderr, "%s: --hit-cidr %q is not an IPv4 CIDR\n", l.name, *l.hitCIDR)
-		return false
+		return exitUsage, true
 	case *l.clients < 0 || *l.clients > 1<<17:
 		fmt.Fprintf(stderr, "%s: --clients must be between 0 and 131072\n", l.name)
-		return false
+		return exitUsage, true
 	case *l.conns < 1 || *l.n < *l.conns || *l.hit < 0 || *l.hit > 1:
-		fmt.Fprintf(stderr, "%s: need -c >= 1, -n >= -c and 0 <= --hit <= 1\n", l.name)
-		return false
+		fmt.Fprintf(stderr, "%s: need --conns >= 1, -n >= --conns and 0 <= --hit <= 1\n", l.name)
+		return exitUsage, true
 	}
 	l.network, l.address = "tcp", *l.addr
 	if p, ok := strings.CutPrefix(*l.addr, "unix:"); ok {
 		l.network, l.address = "unix", p
 	}
-	return true
+	fmt.Fprintf(stderr, "%s: warning: %s decides, logs and counts this load as real traffic: its session and fail2ban logs, statistics and metrics will hold it (and fail2ban may ban --hit-cidr). Do not point bench at a production server.\n",
+		l.name, *l.addr)
+	return 0, false
+}
+
+// isFlagC reports whether arg is the flag -c (-c, --c, -c=N).
+func isFlagC(arg string) bool {
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	return strings.HasPrefix(arg, "-") && name == "c"
 }
 
 // load returns connection i's request generator.

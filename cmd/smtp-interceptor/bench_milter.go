@@ -14,9 +14,9 @@ import (
 // a new milter connection as Postfix opens one per SMTP session, and
 // reports transactions/s, latency and the outcome counts.
 func runBenchMilter(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f := newLoadFlags("bench milter", "127.0.0.1:10061", "transactions", 20_000, stderr)
-	if !f.parse(args, stderr) {
-		return exitUsage
+	f := newLoadFlags("bench milter", "127.0.0.1:10061", "transactions", 20_000)
+	if code, done := f.parse(args, stdout, stderr); done {
+		return code
 	}
 
 	client := gomilter.NewClient(f.network, f.address,

@@ -21,13 +21,16 @@ import (
 // server can reach on this machine, for side-by-side measurements.
 func runBenchNull(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench "+kind, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	def := "127.0.0.1:20060"
 	if kind == "null-milter" {
 		def = "127.0.0.1:20061"
 	}
 	addr := fs.String("listen", def, "`address` to listen on: host:port or unix:/path")
-	if err := fs.Parse(args); err != nil {
+	if code, done := parseFlags(fs, "smtp-interceptor bench "+kind+" [--listen A]", args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench %s: unexpected argument %q\n", kind, fs.Arg(0))
 		return exitUsage
 	}
 	ln, err := listen.Listen(*addr, 0o660)

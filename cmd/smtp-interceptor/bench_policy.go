@@ -16,9 +16,9 @@ import (
 // realistic requests from several persistent connections, as Postfix's
 // smtpd processes do, and reports throughput, latency and the actions.
 func runBenchPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f := newLoadFlags("bench policy", "127.0.0.1:10060", "requests", 100_000, stderr)
-	if !f.parse(args, stderr) {
-		return exitUsage
+	f := newLoadFlags("bench policy", "127.0.0.1:10060", "requests", 100_000)
+	if code, done := f.parse(args, stdout, stderr); done {
+		return code
 	}
 	return f.drive(stdout, "requests", func(i, per int) benchReport {
 		return benchPolicyConn(ctx, f.network, f.address, per, f.load(i))

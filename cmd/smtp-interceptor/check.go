@@ -14,19 +14,21 @@ import (
 
 // runCheck validates a configuration, prints a summary of what is enabled
 // and every warning, and exits 2 on error (like postfix check / nginx -t).
-func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runCheck(ctx context.Context, args []string, e env) int {
+	stdout, stderr := e.stdout, e.stderr
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "configuration `file` (default: built-in defaults)")
+	given := e.configFlag(fs, "configuration `file`")
 	probe := fs.Bool("probe", false, "probe every DNS list with its RFC 5782 test entries")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parseFlags(fs, "smtp-interceptor check [-c FILE] [--probe]", args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "check: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	path := e.configPath(fs, *given)
+	e.noteDefaults("check", path, fs)
+	cfg, ok := loadConfig(path, stderr)
 	if !ok {
 		return exitUsage
 	}

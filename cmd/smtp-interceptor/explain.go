@@ -20,10 +20,10 @@ func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 // runExplain runs one simulated session through the engine and prints every
 // stage's decision and why.
-func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runExplain(ctx context.Context, args []string, e env) int {
+	stdout, stderr := e.stdout, e.stderr
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "configuration `file` (default: built-in defaults)")
+	given := e.configFlag(fs, "configuration `file`")
 	ip := fs.String("ip", "", "client IP `address` (required)")
 	name := fs.String("name", "", "verified client host `name`")
 	ptr := fs.String("ptr", "", "the client's PTR `name` as the MTA found it, verified or not (\"unknown\": none); without it, verify_host_name asks DNS")
@@ -34,8 +34,8 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.Var(&rcpts, "rcpt", "RCPT TO `address` (repeat for several)")
 	via := fs.String("via", "policy", "adapter to simulate: `policy` (Postfix asks at RCPT, after AUTH) or milter (connect, HELO, then MAIL FROM after AUTH; delay_reject applies)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parseFlags(fs, "smtp-interceptor explain [-c FILE] --ip A [--name H] [--ptr H] [--helo H] [--from S] [--rcpt R]... [--auth USER] [--via policy|milter] [--json]", args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "explain: unexpected argument %q\n", fs.Arg(0))
@@ -58,7 +58,9 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "explain: --rcpt needs --from")
 		return exitUsage
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	path := e.configPath(fs, *given)
+	e.noteDefaults("explain", path, fs)
+	cfg, ok := loadConfig(path, stderr)
 	if !ok {
 		return exitUsage
 	}

@@ -97,7 +97,7 @@ func TestMalformedMilterPacketsOnTheBinary(t *testing.T) {
 		io.Copy(io.Discard, c) // the server closes the connection
 		c.Close()
 		is.NoErr(cmd.Process.Signal(syscall.Signal(0))) // still running
-		code, stdout, _ := runCmd("bench", "milter", "--addr", "unix:"+msock, "-c", "1", "-n", "2")
+		code, stdout, _ := runCmd("bench", "milter", "--addr", "unix:"+msock, "--conns", "1", "-n", "2")
 		is.Equal(code, 0) // a good session still works
 		is.True(strings.Contains(stdout, "2 transactions in"))
 		t.Logf("%s: survived", name)

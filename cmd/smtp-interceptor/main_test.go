@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +16,20 @@ import (
 
 var fullConfig = filepath.Join("..", "..", "testdata", "config", "full.toml")
 
+// noDefaultConfig stands for /etc/smtp-interceptor/config.toml in tests,
+// so that a package installed on the machine changes nothing.
+const noDefaultConfig = "/nonexistent/smtp-interceptor/config.toml"
+
+// testEnv is the env of an in-process command, without a default
+// configuration file.
+func testEnv(stdout, stderr io.Writer) env {
+	return env{stdout: stdout, stderr: stderr, defaultConfig: noDefaultConfig}
+}
+
 // runCmd runs a subcommand in-process.
 func runCmd(args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = run(context.Background(), args, &out, &errb)
+	code = run(context.Background(), args, testEnv(&out, &errb))
 	return code, out.String(), errb.String()
 }
 

@@ -233,8 +233,8 @@ deny = ["*dynamic*"]
 	for _, want := range []string{
 		"smtp_interceptor_blacklist_hits_total 1",
 		"smtp_interceptor_privatebl_hits_total 1",
-		`smtp_interceptor_verdicts_total{action="reject",stage="connect"} 1`,
-		`smtp_interceptor_verdicts_total{action="reject",stage="helo"} 1`,
+		`smtp_interceptor_verdicts_total{action="reject",mode="enforce",stage="connect"} 1`,
+		`smtp_interceptor_verdicts_total{action="reject",mode="enforce",stage="helo"} 1`,
 		"SMTP.PrivateBL.TotalHits", // help texts name the Domino statistic
 		"go_goroutines",
 		"process_resident_memory_bytes",

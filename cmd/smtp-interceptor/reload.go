@@ -78,6 +78,8 @@ type reloader struct {
 	newDNS func(cfg *rules.Config) error
 	// done, when set, receives the result of each reload (tests).
 	done chan<- error
+	// notify, when set, is told RELOADING=1 and READY=1 around each reload.
+	notify notifier
 	// settle, stable and patience replace reloadDelay, stableGap and
 	// stableLimit when set (tests).
 	settle, stable, patience time.Duration
@@ -256,11 +258,14 @@ func (r *reloader) watch(w *fsnotify.Watcher, snap snapshot) {
 // force (SIGHUP) applies files that became empty. before holds the files'
 // fingerprints taken before the load, nil to take them now.
 func (r *reloader) reload(w *fsnotify.Watcher, force bool, before snapshot, trigger string) {
+	tell(r.notify, r.log, notifyReloading())
 	if before == nil && r.path != "" {
 		before = look(r.files())
 	}
 	err := r.apply(force, before, trigger)
 	r.watch(w, look(r.files())) // list files and links may have changed
+	// Applied or refused, a configuration serves: ready again.
+	tell(r.notify, r.log, notifyReady)
 	if r.done != nil {
 		r.done <- err
 	}

@@ -34,18 +34,19 @@ const drainTimeout = 15 * time.Second
 // runServe runs the policy and milter servers until ctx is cancelled
 // (SIGTERM, SIGINT), then drains in-flight requests and returns 0. SIGHUP
 // reloads the configuration; SIGUSR1 reopens the log files.
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runServe(ctx context.Context, args []string, e env) int {
+	stdout, stderr := e.stdout, e.stderr
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "configuration `file` (default: built-in defaults)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	given := e.configFlag(fs, "configuration `file`")
+	if code, done := parseFlags(fs, "smtp-interceptor serve [-c FILE]", args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	path := e.configPath(fs, *given)
+	cfg, ok := loadConfig(path, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -68,7 +69,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			}
 		}
 	}()
-	return serveWith(ctx, serveOptions{path: *path, cfg: cfg, stdout: stdout, stderr: stderr, hup: hup, usr1: usr1})
+	return serveWith(ctx, serveOptions{path: path, cfg: cfg, stdout: stdout, stderr: stderr, hup: hup, usr1: usr1,
+		notify: systemdNotifier{}})
 }
 
 // serveOptions are what serve runs with; tests fill them directly.
@@ -78,6 +80,7 @@ type serveOptions struct {
 	stdout, stderr io.Writer
 	hup, usr1      <-chan struct{}
 	reloaded       chan<- error // receives each reload's result (tests)
+	notify         notifier     // tells systemd (sd_notify); nil: no one
 }
 
 func serveWith(ctx context.Context, o serveOptions) int {
@@ -102,6 +105,7 @@ func serveWith(ctx context.Context, o serveOptions) int {
 // procLog is the process log's writer, whose losses are counted.
 func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.LevelVar, procLog *logfile.Buffered) error {
 	cfg := o.cfg
+	notify := newServiceNotifier(o.notify)
 	// A log file that cannot be opened does not stop the server: its
 	// lines are queued (bounded) and the open is retried.
 	sessions := logfile.Open(cfg.Log.Sessions, logfile.Options{Stdout: o.stdout, Logger: log, Name: "sessions"})
@@ -197,7 +201,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		probes.start(client)
 	}
 	rl := &reloader{path: o.path, engine: engine, counters: counters, log: log, level: level,
-		sessions: sessions, fail2ban: f2b, done: o.reloaded,
+		sessions: sessions, fail2ban: f2b, done: o.reloaded, notify: notify.reloads(),
 		newDNS: func(cfg *rules.Config) error {
 			// The lists the old client found bad stay suspended until
 			// the new client's own probes say otherwise.
@@ -274,6 +278,8 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		})
 	}
 
+	tell(notify, log, notifyReady) // every listener is open and served
+
 	var failed error
 	select {
 	case <-ctx.Done():
@@ -281,6 +287,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	case failed = <-errc:
 		log.Error("listener failed; shutting down", slog.Any("error", failed))
 	}
+	tell(notify, log, notifyStopping)
 	cancel()
 	dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer dcancel()

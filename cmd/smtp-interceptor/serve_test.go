@@ -86,7 +86,7 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, &bytes.Buffer{}, &stderr) }()
+	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, testEnv(&bytes.Buffer{}, &stderr)) }()
 	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	is.Equal(policyAsk(t, "unix", sock, "192.0.2.66"), "action=550 5.7.1 Connection denied based on policy reason")
 	is.Equal(policyAsk(t, "unix", sock, "192.0.2.1"), "action=DUNNO")
@@ -132,11 +132,11 @@ func TestBenchPolicy(t *testing.T) {
 	cfg, sock := writeConfig(t, "[private_blacklist]\nenabled = true\nhosts = [\"203.0.113.0/24\"]\naction = \"reject\"")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, testEnv(&bytes.Buffer{}, &bytes.Buffer{})) }()
 	defer func() { cancel(); <-done }()
 	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
 
-	code, stdout, stderr := runCmd("bench", "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "2000", "--hit", "0.5")
+	code, stdout, stderr := runCmd("bench", "policy", "--addr", "unix:"+sock, "--conns", "4", "-n", "2000", "--hit", "0.5")
 	t.Log(stdout, stderr)
 	is.Equal(code, 0)
 	is.True(strings.Contains(stdout, "2000 requests in"))
@@ -167,7 +167,7 @@ action = "reject"
 `, psock, msock)), 0o644))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, testEnv(&bytes.Buffer{}, &bytes.Buffer{})) }()
 	waitFor(t, "both sockets", func() bool {
 		_, e1 := os.Stat(msock)
 		_, e2 := os.Stat(psock)
@@ -177,7 +177,7 @@ action = "reject"
 	is.NoErr(err)
 	is.Equal(fi.Mode().Perm(), os.FileMode(0o600)) // socket_mode
 
-	code, stdout, stderr := runCmd("bench", "milter", "--addr", "unix:"+msock, "-c", "4", "-n", "200", "--hit", "0.5")
+	code, stdout, stderr := runCmd("bench", "milter", "--addr", "unix:"+msock, "--conns", "4", "-n", "200", "--hit", "0.5")
 	t.Log(stdout, stderr)
 	is.Equal(code, 0)
 	is.True(strings.Contains(stdout, "200 transactions in"))
@@ -197,10 +197,10 @@ func TestBenchNullServers(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan int, 1)
 		go func() {
-			done <- run(ctx, []string{"bench", "null-" + kind, "--listen", "unix:" + sock}, &bytes.Buffer{}, &bytes.Buffer{})
+			done <- run(ctx, []string{"bench", "null-" + kind, "--listen", "unix:" + sock}, testEnv(&bytes.Buffer{}, &bytes.Buffer{}))
 		}()
 		waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
-		code, stdout, _ := runCmd("bench", kind, "--addr", "unix:"+sock, "-c", "2", "-n", "100")
+		code, stdout, _ := runCmd("bench", kind, "--addr", "unix:"+sock, "--conns", "2", "-n", "100")
 		is.Equal(code, 0)
 		if kind == "policy" {
 			is.True(strings.Contains(stdout, "DUNNO                                    100"))

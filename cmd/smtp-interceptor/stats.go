@@ -17,17 +17,17 @@ import (
 
 // runStats prints the counters of a running server the Domino way
 // ("SMTP.DNSBL.zen.spamhaus.org.TotalHits = 35"), read from its /stats.
-func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runStats(ctx context.Context, args []string, e env) int {
+	stdout, stderr := e.stdout, e.stderr
 	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "configuration `file` whose [server] metrics address to ask")
+	given := e.configFlag(fs, "configuration `file` whose [server] metrics address to ask")
 	addr := fs.String("addr", "", "metrics `address` of the server (default: [server] metrics, 127.0.0.1:10062)")
 	expand := fs.Bool("expand", false, "add Domino's expanded statistics: hits per site per client IP")
 	asJSON := fs.Bool("json", false, "print the server's /stats document as it is")
 	entries := fs.Bool("entries", false, "list every list entry with its hits and last hit, instead of the counters")
 	unused := fs.Bool("unused", false, "with --entries: only the entries that never matched")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parseFlags(fs, "smtp-interceptor stats [-c FILE | --addr A] [--expand] [--json] [--entries [--unused]]", args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "stats: unexpected argument %q\n", fs.Arg(0))
@@ -35,7 +35,7 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	target := *addr
 	if target == "" {
-		cfg, ok := loadConfig(*path, stderr)
+		cfg, ok := loadConfig(e.configPath(fs, *given), stderr)
 		if !ok {
 			return exitUsage
 		}
