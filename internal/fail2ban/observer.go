@@ -112,9 +112,16 @@ func New(out *logfile.File, log *slog.Logger, opts *Options) *Observer {
 }
 
 // Verdict writes a line for a refusal, or holds it when a DNS blacklist
-// gave it.
+// gave it. Only what the client is to blame for is a line: a permanent
+// refusal (5xx) or a 421 that ends the session. Other temporary answers
+// are not: "452 too many recipients" is normal SMTP flow (one newsletter
+// must not get a list server banned), and a 450 because DNS could not
+// answer (verify_host_name, verify_domain) is our resolver's trouble.
 func (o *Observer) Verdict(s *rules.Session, v rules.Verdict) {
 	if !v.Action.Refuses() || v.Repeated || !s.ClientIP.IsValid() || !o.out.Enabled() {
+		return
+	}
+	if v.Code < 500 && v.Code != 421 {
 		return
 	}
 	at := o.now()

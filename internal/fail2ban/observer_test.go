@@ -225,4 +225,22 @@ func TestShadowedRefusalsWriteNoLine(t *testing.T) {
 	h.clock.advance(2 * time.Minute) // past the DNSBL hold, too
 	h.obs.release(true)
 	is.Equal(len(h.lines(t)), 0)
+// TestOnlyBlameworthyRefusalsAreLines: 5xx and 421 are fail2ban lines; a
+// 452 over [recipients] max and a 450 for a DNS failure are not.
+func TestOnlyBlameworthyRefusalsAreLines(t *testing.T) {
+	is := is.New(t)
+	h := newHoldSetup(t, 0)
+	s := rules.NewSession(netip.MustParseAddr("192.0.2.7"), "")
+	for _, v := range []rules.Verdict{
+		{Action: rules.ActionTempfail, Code: 452, EnhancedCode: "4.5.3", Control: rules.ControlRecipients, Reason: "too many"},
+		{Action: rules.ActionTempfail, Code: 450, EnhancedCode: "4.1.8", Control: rules.ControlMailFrom, Reason: "dns failed"},
+		{Action: rules.ActionTempfail, Code: 421, EnhancedCode: "4.7.1", Control: rules.ControlMailFrom, Reason: "disconnect"},
+		{Action: rules.ActionReject, Code: 550, EnhancedCode: "5.7.1", Control: rules.ControlRecipients, Reason: "denied"},
+	} {
+		h.obs.Verdict(s, v)
+	}
+	got := h.lines(t)
+	is.Equal(len(got), 2)
+	is.True(strings.HasSuffix(got[0], "mail_from: disconnect"))
+	is.True(strings.HasSuffix(got[1], "recipients: denied"))
 }
