@@ -225,6 +225,8 @@ func TestShadowedRefusalsWriteNoLine(t *testing.T) {
 	h.clock.advance(2 * time.Minute) // past the DNSBL hold, too
 	h.obs.release(true)
 	is.Equal(len(h.lines(t)), 0)
+}
+
 // TestOnlyBlameworthyRefusalsAreLines: 5xx and 421 are fail2ban lines; a
 // 452 over [recipients] max and a 450 for a DNS failure are not.
 func TestOnlyBlameworthyRefusalsAreLines(t *testing.T) {
