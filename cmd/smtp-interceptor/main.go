@@ -9,6 +9,7 @@
 //	smtp-interceptor stats   [-c FILE | --addr A] [--expand] [--json]
 //	smtp-interceptor bench   policy|milter --addr A [--conns CONNS] [-n COUNT] [--hit SHARE]
 //	smtp-interceptor explain [-c FILE] --ip A [--name H] [--helo H] [--from S] [--rcpt R]... [--json]
+//	smtp-interceptor replay -c FILE [--json] SESSIONS.jsonl
 //	smtp-interceptor version
 //
 // -c defaults to /etc/smtp-interceptor/config.toml when that file exists,
@@ -45,6 +46,7 @@ commands:
   serve    run the policy and milter servers
   check    validate a configuration and summarize it
   explain  run one simulated session and show every decision
+  replay   decide a session log again under a configuration
   stats    print a running server's counters the Domino way
   bench    drive a policy server or a milter with load and measure it
   version  print the version, the Go version and the platform
@@ -89,6 +91,8 @@ func run(ctx context.Context, args []string, e env) int {
 		return runCheck(ctx, args[1:], e)
 	case "explain":
 		return runExplain(ctx, args[1:], e)
+	case "replay":
+		return runReplay(ctx, args[1:], e)
 	case "version", "-version", "--version":
 		return runVersion(args[1:], e.stdout, e.stderr)
 	case "help":

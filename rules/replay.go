@@ -1,0 +1,166 @@
+package rules
+
+import (
+	"context"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// ReplayChange is how one recorded session would be decided differently.
+type ReplayChange struct {
+	Session  string `json:"session"`
+	ClientIP string `json:"client_ip"`
+	// Was and Now say the decision, e.g. "accept" or "reject by helo".
+	Was, Now string
+	// Control and Entry are what decides now (or decided, when the new
+	// configuration accepts); Entry is the list entry when one matched.
+	Control Control `json:"control"`
+	Entry   string  `json:"entry,omitempty"`
+	Reply   string  `json:"reply,omitempty"`
+}
+
+// ReplayGroup counts the changes with one control and entry and keeps a
+// few examples.
+type ReplayGroup struct {
+	Control  Control        `json:"control"`
+	Entry    string         `json:"entry,omitempty"`
+	Change   string         `json:"change"` // e.g. "accept → reject"
+	Count    int            `json:"count"`
+	Examples []ReplayChange `json:"examples"`
+}
+
+// ReplayReport is the result of deciding recorded sessions again.
+type ReplayReport struct {
+	Sessions int           `json:"sessions"`
+	Changed  int           `json:"changed"`
+	Groups   []ReplayGroup `json:"groups"`
+}
+
+// replayExamples is how many examples a group keeps.
+const replayExamples = 3
+
+// Replay decides every recorded session again under cfg, with the DNS
+// list answers the record holds (a list that listed the client then lists
+// it now; every other list, including one the record never asked, does
+// not), and reports the sessions whose verdict changes: from accept to a
+// refusal or back, or to a refusal by another control. verify_host_name
+// and verify_domain get no DNS here: they answer as if the names existed,
+// since the record does not hold those answers.
+func Replay(ctx context.Context, cfg *Config, records []MessageRecord) ReplayReport {
+	var rep ReplayReport
+	groups := map[string]*ReplayGroup{}
+	for i := range records {
+		r := &records[i]
+		rep.Sessions++
+		now, v := replayOne(ctx, cfg, r)
+		was := recordedDecision(r)
+		if was == now {
+			continue
+		}
+		rep.Changed++
+		c := ReplayChange{Session: r.Session, ClientIP: r.ClientIP, Was: was, Now: now, Control: v.Control, Entry: entryOf(v.Reason), Reply: v.Reply()}
+		if !v.Action.Refuses() {
+			c.Control, c.Entry = r.Control, entryOf(r.Reason)
+		}
+		change := verb(was) + " → " + verb(now)
+		key := change + "\x00" + string(c.Control) + "\x00" + c.Entry
+		g := groups[key]
+		if g == nil {
+			g = &ReplayGroup{Control: c.Control, Entry: c.Entry, Change: change}
+			groups[key] = g
+		}
+		g.Count++
+		if len(g.Examples) < replayExamples {
+			g.Examples = append(g.Examples, c)
+		}
+	}
+	for _, g := range groups {
+		rep.Groups = append(rep.Groups, *g)
+	}
+	sort.Slice(rep.Groups, func(i, j int) bool {
+		a, b := rep.Groups[i], rep.Groups[j]
+		if a.Count != b.Count {
+			return a.Count > b.Count
+		}
+		return a.Change+string(a.Control)+a.Entry < b.Change+string(b.Control)+b.Entry
+	})
+	return rep
+}
+
+// replayOne runs one record through an engine on cfg and returns the
+// decision and the deciding verdict.
+func replayOne(ctx context.Context, cfg *Config, r *MessageRecord) (string, Verdict) {
+	dns := &replayDNS{MemoryDNS: NewMemoryDNS()}
+	ip, ipErr := ParseClientIP(r.ClientIP)
+	for _, l := range r.DNSLists {
+		if site, err := ParseDNSSite(Entry{Value: l.Site}); err == nil && ipErr == nil {
+			dns.Set(site.Zone, ip, l.TXT, l.Answers...)
+		}
+	}
+	e := NewEngine(cfg, EngineOptions{DNS: dns})
+	s := NewSession(ip, r.ClientName)
+	if r.ClientPTR != "" {
+		s.SetPTR(r.ClientPTR)
+	}
+	s.ID = r.Session
+	tx := Transaction{AuthUser: r.AuthUser}
+	if r.Helo != "" {
+		tx.HeloCmd, tx.Helo = "EHLO", r.Helo
+	}
+	if r.MailFrom != nil {
+		tx.From = *r.MailFrom
+		if tx.From == "" {
+			tx.From = "<>"
+		}
+		tx.Rcpts = append(append([]string(nil), r.Recipients...), r.Refused...)
+	}
+	x := e.Explain(ctx, s, tx)
+	return decision(x.Final), x.Final
+}
+
+// replayDNS answers the DNS lists from the record and every host and
+// domain question with "it exists".
+type replayDNS struct{ *MemoryDNS }
+
+func (replayDNS) ReverseNames(context.Context, netip.Addr) ([]string, error) {
+	return []string{"recorded.invalid"}, nil
+}
+func (replayDNS) DomainExists(context.Context, string) (bool, error) { return true, nil }
+
+// decision names a verdict's outcome: "accept" (tags included) or
+// "reject by helo", "tempfail by recipients".
+func decision(v Verdict) string {
+	if !v.Action.Refuses() {
+		return "accept"
+	}
+	return v.Action.String() + " by " + string(v.Control)
+}
+
+// recordedDecision is decision for a record.
+func recordedDecision(r *MessageRecord) string {
+	if !r.Action.Refuses() {
+		return "accept"
+	}
+	return r.Action.String() + " by " + string(r.Control)
+}
+
+// verb is the action part of a decision.
+func verb(d string) string {
+	v, _, _ := strings.Cut(d, " ")
+	return v
+}
+
+// entryOf finds the list entry in a reason: its last quoted text
+// (`blacklist entry "192.0.2.0/24"`); "" when there is none.
+func entryOf(reason string) string {
+	end := strings.LastIndexByte(reason, '"')
+	if end <= 0 {
+		return ""
+	}
+	start := strings.LastIndexByte(reason[:end], '"')
+	if start < 0 {
+		return ""
+	}
+	return reason[start+1 : end]
+}
