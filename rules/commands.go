@@ -9,7 +9,7 @@ import (
 // own (VRFY, ETRN, EXPN, an unknown command): a denied command, or one
 // missing from a non-empty allow list, gets 502 5.5.1. The commands with
 // stages (HELO, EHLO, MAIL, RCPT, DATA) are checked by their stage.
-func (e *Engine) Command(ctx context.Context, s *Session, cmd string) Verdict {
+func (e *Engine) commandStage(ctx context.Context, s *Session, cmd string) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageCommand}
 	e.gate(ctx, cfg, s, strings.ToUpper(cmd), &v)
@@ -19,7 +19,7 @@ func (e *Engine) Command(ctx context.Context, s *Session, cmd string) Verdict {
 // Data runs the DATA stage: the command controls, then the connect-time
 // tags. It returns ActionTag with the headers to add once to the message
 // (the adapter adds them at DATA or at end of message), or accept.
-func (e *Engine) Data(ctx context.Context, s *Session) Verdict {
+func (e *Engine) dataStage(ctx context.Context, s *Session) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageData}
 	if e.gate(ctx, cfg, s, "DATA", &v) {

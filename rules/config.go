@@ -123,6 +123,10 @@ type ServerConfig struct {
 	ReloadOnSignal bool
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener.
 	Pprof bool
+	// Candidate is the path of a candidate configuration ([server]
+	// candidate, relative paths resolved against the file's directory):
+	// every session is also decided under it, never answering; "" none.
+	Candidate string
 	// MetricsAllow lists who may scrape the metrics listener besides
 	// Allow: a remote Prometheus, without leave to speak policy or milter.
 	MetricsAllow *HostList

@@ -210,6 +210,13 @@ func (b *builder) compileServer(raw *rawConfig, cfg *Config) {
 		ErrorLimit:          s.ErrorLimit,
 	}
 	cfg.Server.Pprof = s.Pprof
+	if s.Candidate != "" {
+		cfg.Server.Candidate = s.Candidate
+		if !filepath.IsAbs(s.Candidate) {
+			cfg.Server.Candidate = filepath.Join(b.dir, s.Candidate)
+		}
+		b.files = append(b.files, cfg.Server.Candidate) // watched: an edit reloads both
+	}
 	mallowList, errs := NewHostList(b.entries("server.metrics_allow", s.MetricsAllow, "server.metrics_allow_file", s.MetricsAllowFile))
 	b.addErrs(errs)
 	cfg.Server.MetricsAllow = mallowList

@@ -40,6 +40,7 @@ type rawServer struct {
 	Mode               string   `toml:"mode"`
 	Reload             string   `toml:"reload"`
 	Pprof              bool     `toml:"pprof"`
+	Candidate          string   `toml:"candidate"`
 	MetricsAllow       []string `toml:"metrics_allow"`
 	MetricsAllowFile   string   `toml:"metrics_allow_file"`
 }

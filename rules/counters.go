@@ -19,6 +19,7 @@ type Counters struct {
 	dnswlHits            atomic.Uint64 // SMTP.DNSWL.TotalHits
 	verdicts             [numStages][numActions]atomic.Uint64
 	shadowVerdicts       [numStages][numActions]atomic.Uint64
+	candidateDiffs       sync.Map // Control -> *atomic.Uint64
 	controls             sync.Map // Control -> *atomic.Uint64: times a control fired
 	sites                sync.Map // siteKey -> *SiteCounters
 	suspended            sync.Map // zone -> *zoneSuspension
@@ -112,6 +113,16 @@ func (c *Counters) control(ctl Control) {
 	v, ok := c.controls.Load(ctl)
 	if !ok {
 		v, _ = c.controls.LoadOrStore(ctl, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(1)
+}
+
+// candidateDifference counts a message the candidate decided otherwise,
+// by the control that made the difference.
+func (c *Counters) candidateDifference(ctl Control) {
+	v, ok := c.candidateDiffs.Load(ctl)
+	if !ok {
+		v, _ = c.candidateDiffs.LoadOrStore(ctl, new(atomic.Uint64))
 	}
 	v.(*atomic.Uint64).Add(1)
 }
@@ -291,6 +302,9 @@ type Snapshot struct {
 	// was last applied, in Unix seconds (0: never said).
 	LastReloadOK bool  `json:"config_last_reload_success"`
 	LastLoaded   int64 `json:"config_last_reload_success_timestamp_seconds"`
+	// CandidateDifferences counts the messages the candidate
+	// configuration decided otherwise, by control.
+	CandidateDifferences map[string]uint64 `json:"candidate_differences"`
 }
 
 // VerdictCount is the number of verdicts with one stage, action and
@@ -333,6 +347,11 @@ func (c *Counters) Snapshot() Snapshot {
 		LastReloadOK:         !c.lastReloadFailed.Load(),
 		LastLoaded:           c.lastLoaded.Load(),
 	}
+	s.CandidateDifferences = map[string]uint64{}
+	c.candidateDiffs.Range(func(k, v any) bool {
+		s.CandidateDifferences[string(k.(Control))] = v.(*atomic.Uint64).Load()
+		return true
+	})
 	c.controls.Range(func(k, v any) bool {
 		s.Controls[string(k.(Control))] = v.(*atomic.Uint64).Load()
 		return true

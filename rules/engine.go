@@ -14,12 +14,15 @@ import (
 // each stage call loads it once, so a stage sees one configuration, old or
 // new, never a mix.
 type Engine struct {
-	cfg      atomic.Pointer[Config]
-	dns      atomic.Pointer[dnsHolder]
-	counters *Counters
-	log      *slog.Logger
-	obs      Observer
-	now      func() time.Time
+	cfg atomic.Pointer[Config]
+	dns atomic.Pointer[dnsHolder]
+	// candidate decides every session too, never answering ([server]
+	// candidate); nil when there is none.
+	candidate atomic.Pointer[Engine]
+	counters  *Counters
+	log       *slog.Logger
+	obs       Observer
+	now       func() time.Time
 }
 
 // EngineOptions are an engine's collaborators; every field may be left
@@ -86,7 +89,7 @@ func (e *Engine) Counters() *Counters { return e.counters }
 // repeat the work. An adapter that delays connect-time refusals (milter
 // delay_reject, Postfix's smtpd_delay_reject) ignores a refusal here: every
 // later stage returns it again unless the client has authenticated.
-func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
+func (e *Engine) connectStage(ctx context.Context, s *Session) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageConnect}
 	if !s.connect.Done {
@@ -120,14 +123,14 @@ func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
 // and nothing records a refusal nobody saw. A verdict that does not
 // refuse (accept, tag) is finished as Connect finishes it. The verdict
 // returned never refuses; its trace says when a refusal is held.
-func (e *Engine) Prepare(ctx context.Context, s *Session) Verdict {
+func (e *Engine) prepareStage(ctx context.Context, s *Session) Verdict {
 	cfg := e.cfg.Load()
 	if !s.connect.Done {
 		e.runConnect(ctx, cfg, s)
 	}
 	r := &s.connect
 	if r.Refusal == nil || e.exempt(cfg, s) {
-		return e.Connect(ctx, s)
+		return e.connectStage(ctx, s)
 	}
 	v := Verdict{Stage: StageConnect, Reason: r.Reason, Logged: r.Logged}
 	if s.Trace {

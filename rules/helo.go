@@ -9,7 +9,7 @@ import (
 // Helo applies [helo] to a HELO or EHLO command (cmd "HELO" or "EHLO"; ""
 // means HELO) with its argument: an empty name when reject_empty is set, or
 // a name matching a deny pattern, is refused with 550 5.7.1.
-func (e *Engine) Helo(ctx context.Context, s *Session, cmd, helo string) Verdict {
+func (e *Engine) heloStage(ctx context.Context, s *Session, cmd, helo string) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageHelo}
 	if cmd == "" {
@@ -32,7 +32,7 @@ func (e *Engine) Helo(ctx context.Context, s *Session, cmd, helo string) Verdict
 // authenticated session is exempt, because Postfix and Sendmail both keep
 // a HELO reject for the whole session and then hide AUTH. The verdict
 // returned never refuses.
-func (e *Engine) HoldHelo(s *Session, cmd, helo string) Verdict {
+func (e *Engine) holdHeloStage(s *Session, cmd, helo string) Verdict {
 	v := Verdict{Stage: StageHelo}
 	if cmd == "" {
 		cmd = "HELO"

@@ -17,7 +17,7 @@ import (
 // allow, any other sender is refused; with verify_domain, a sender whose
 // domain cannot receive mail is refused with 550 5.1.8 (450 4.1.8 when DNS
 // cannot tell).
-func (e *Engine) Mail(ctx context.Context, s *Session, from string) Verdict {
+func (e *Engine) mailStage(ctx context.Context, s *Session, from string) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageMail}
 	s.ResetMessage()

@@ -71,11 +71,14 @@ type MessageRecord struct {
 	Control      Control   `json:"control,omitempty"`
 	// WouldRefuse is the message's first shadowed refusal (mode =
 	// "shadow"): what would have been refused; the client was accepted.
-	WouldRefuse   *ShadowRecord `json:"would_refuse,omitempty"`
-	Reason        string        `json:"reason,omitempty"`
-	Tags          []Header      `json:"tags,omitempty"`
-	DNSLists      []DNSRecord   `json:"dns_lists,omitempty"`
-	DNSListErrors []string      `json:"dns_list_errors,omitempty"`
+	WouldRefuse *ShadowRecord `json:"would_refuse,omitempty"`
+	// Candidate says how [server] candidate decided otherwise, e.g.
+	// `reject by helo "*.invalid"`; "" when it agreed.
+	Candidate     string      `json:"candidate,omitempty"`
+	Reason        string      `json:"reason,omitempty"`
+	Tags          []Header    `json:"tags,omitempty"`
+	DNSLists      []DNSRecord `json:"dns_lists,omitempty"`
+	DNSListErrors []string    `json:"dns_list_errors,omitempty"`
 }
 
 // DNSRecord is a DNS list answer in a MessageRecord.
@@ -104,7 +107,7 @@ func (s *Session) noteOutcome(v *Verdict) {
 // end). It records nothing when there is nothing to say (a session that
 // neither sent a message nor was refused), and nothing twice: it forgets
 // the transaction afterwards, as ResetMessage does.
-func (e *Engine) EndMessage(s *Session) {
+func (e *Engine) endMessage(s *Session) {
 	defer s.ResetMessage()
 	if e.obs == nil || !s.hasOutcome && len(s.Recipients) == 0 || !e.obs.MessagesWanted() {
 		return
@@ -145,6 +148,7 @@ func (e *Engine) EndMessage(s *Session) {
 		// says what was not.
 		r.Code, r.EnhancedCode, r.Text, r.Control = 0, "", "", ControlNone
 	}
+	r.Candidate = s.candNoted
 	if w := s.wouldRefuse; w != nil {
 		r.WouldRefuse = &ShadowRecord{Stage: w.Stage, Code: w.Code, EnhancedCode: w.EnhancedCode, Text: w.Text, Control: w.Control, Reason: w.Reason}
 	}

@@ -13,7 +13,7 @@ import (
 // the permanent answer; then, when [recipients] allow is not empty, a
 // recipient it does not list is refused with 550 5.7.1 (Domino's "Allow
 // messages intended only for").
-func (e *Engine) Rcpt(ctx context.Context, s *Session, rcpt string) Verdict {
+func (e *Engine) rcptStage(ctx context.Context, s *Session, rcpt string) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageRcpt}
 	if e.gate(ctx, cfg, s, "RCPT", &v) {

@@ -73,6 +73,10 @@ type Session struct {
 	// wouldRefuse is the first shadowed refusal of the message, for the
 	// session log.
 	wouldRefuse *Verdict
+	// cand is the session as the candidate engine sees it; candNoted says
+	// how the candidate decided otherwise in this message ("" if not).
+	cand      *Session
+	candNoted string
 }
 
 // NewSession starts a session for a client. ip is normalized (an

@@ -36,6 +36,15 @@ func runCheck(ctx context.Context, args []string, e env) int {
 		return exitUsage
 	}
 	printSummary(stdout, cfg)
+	if c := cfg.Server.Candidate; c != "" {
+		cand, ok := loadConfig(c, stderr)
+		if !ok {
+			fmt.Fprintf(stderr, "check: the candidate configuration ([server] candidate) has errors\n")
+			return exitUsage
+		}
+		fmt.Fprintln(stdout, "candidate ([server] candidate):")
+		printSummary(stdout, cand)
+	}
 	if *probe {
 		return probeLists(ctx, cfg, stdout, stderr)
 	}

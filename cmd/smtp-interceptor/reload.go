@@ -329,6 +329,10 @@ func (r *reloader) apply(force bool, before snapshot, trigger string) error {
 		r.log.Info("configuration change", attrs...)
 	}
 	r.engine.SetConfig(cfg)
+	if err := setCandidate(r.engine, cfg, r.log); err != nil {
+		r.engine.SetCandidate(nil)
+		r.log.Error("the candidate configuration has errors; no candidate until it is fixed", slog.Any("error", err))
+	}
 	r.remember(cfg, before, filled)
 	tuneMemory(r.log) // the old configuration and the loading garbage
 	r.level.Set(cfg.Log.Level)

@@ -140,6 +140,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		log.Warn("no DNS resolver; DNS lists, verify_host_name and verify_domain cannot be enabled", slog.Any("error", err))
 	}
 	engine := rules.NewEngine(cfg, opts)
+	if err := setCandidate(engine, cfg, log); err != nil {
+		return err
+	}
 	tuneMemory(log)
 	allowed := func(ip netip.Addr) bool {
 		_, ok := engine.Config().Server.Allow.Match(ip, "")
@@ -390,4 +393,22 @@ func boolGauge(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// setCandidate loads [server] candidate, if any, into a candidate engine
+// beside engine: same DNS client, its own counters, no observers, so it
+// decides every session but never answers, logs or writes a line.
+func setCandidate(engine *rules.Engine, cfg *rules.Config, log *slog.Logger) error {
+	if cfg.Server.Candidate == "" {
+		engine.SetCandidate(nil)
+		return nil
+	}
+	cand, err := rules.Load(cfg.Server.Candidate)
+	if err != nil {
+		return fmt.Errorf("[server] candidate: %w", err)
+	}
+	engine.SetCandidate(rules.NewEngine(cand, rules.EngineOptions{DNS: engine.DNS()}))
+	log.Info("candidate configuration loaded: every session is also decided under it, never answering",
+		slog.String("file", cfg.Server.Candidate))
+	return nil
 }

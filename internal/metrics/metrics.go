@@ -30,7 +30,7 @@ type Collector struct {
 	dnsblHits, dnswlHits, dnsErrors *prometheus.Desc
 	dnsQueries, suspended, verdicts *prometheus.Desc
 	latency, reloads, controls      *prometheus.Desc
-	lastOK, lastLoaded              *prometheus.Desc
+	lastOK, lastLoaded, candDiffs   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -52,6 +52,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended (its RFC 5782 health probe failed, or its hit rate jumped), 0 otherwise; every known list is present.", "site"),
 		verdicts:   d("verdicts_total", "Verdicts by SMTP stage, action (accept, tag, reject, tempfail) and mode (enforce: given; shadow: a shadowed refusal, by the action it would have taken, the client accepted); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action", "mode"),
 		latency:    d("dns_query_duration_seconds", "Latency of DNS list queries sent to the resolver (cache misses)."),
+		candDiffs:  d("candidate_differences_total", "Messages that [server] candidate decided otherwise than the configuration in force, by the control that made the difference.", "control"),
 		lastOK:     d("config_last_reload_success", "1 when the latest configuration reload was applied (or none was tried since start), 0 while the latest was refused and the previous configuration serves."),
 		lastLoaded: d("config_last_reload_success_timestamp_seconds", "When a configuration was last applied (start or reload), in Unix seconds."),
 		controls:   d("control_matches_total", "Times each control fired (matched a list entry, refused, tempfailed or tagged), by control: whitelist, blacklist, connections, private_blacklist, dns_whitelist, dns_blacklist, helo, mail_from, recipients, commands, error_limit.", "control"),
@@ -62,7 +63,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
-		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded} {
+		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs} {
 		ch <- d
 	}
 }
@@ -98,6 +99,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for name, n := range s.Controls {
 		counter(c.controls, n, name)
+	}
+	for name, n := range s.CandidateDifferences {
+		counter(c.candDiffs, n, name)
 	}
 	buckets := make(map[float64]uint64, len(rules.DNSLatencyBuckets))
 	for i, le := range rules.DNSLatencyBuckets {
