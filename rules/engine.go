@@ -282,6 +282,19 @@ func (e *Engine) finish(s *Session, v Verdict) Verdict {
 		s.updated = e.now()
 		e.obs.Verdict(s, v)
 	}
+	if e.log.Enabled(context.Background(), slog.LevelDebug) {
+		// [log] level = "debug": one line per decision, with the deciding
+		// control and its reason (which names the entry).
+		e.log.Debug("verdict",
+			slog.String("session", s.ID),
+			slog.String("client", s.ClientIP.String()),
+			slog.String("stage", v.Stage.String()),
+			slog.String("action", v.Action.String()),
+			slog.String("control", string(v.Control)),
+			slog.Int("code", v.Code),
+			slog.Bool("shadow", v.Shadow),
+			slog.String("reason", v.Reason))
+	}
 	if v.Action.Refuses() && !v.Repeated && e.log.Enabled(context.Background(), slog.LevelInfo) {
 		e.log.Info("refused",
 			slog.String("session", s.ID),

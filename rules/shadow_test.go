@@ -2,6 +2,8 @@ package rules
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/matryer/is"
@@ -110,4 +112,16 @@ func TestShadowMode(t *testing.T) {
 		is.True(err != nil)
 		is.True(containsSubstring([]string{err.Error()}, `helo.mode: unknown mode "dry-run"`))
 	})
+}
+
+// TestDebugVerdictLine: at level debug every decision is one line with
+// its control and reason (the entry).
+func TestDebugVerdictLine(t *testing.T) {
+	is := is.New(t)
+	var buf strings.Builder
+	cfg, err := Parse("", "[blacklist]\nhosts = [\"192.0.2.0/24\"]")
+	is.NoErr(err)
+	e := NewEngine(cfg, EngineOptions{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	e.Connect(context.Background(), NewSession(mustAddr("192.0.2.9"), ""))
+	is.True(strings.Contains(buf.String(), `level=DEBUG msg=verdict session="" client=192.0.2.9 stage=connect action=reject control=blacklist code=550 shadow=false reason="blacklist entry \"192.0.2.0/24\""`))
 }

@@ -504,3 +504,14 @@ func TestReloadOnSignalOnly(t *testing.T) {
 	is.Equal(ls.ask(t, "192.0.2.77"), refused)
 	waitFor(t, "the reload log", func() bool { return strings.Contains(ls.stderr.String(), "trigger=SIGHUP") })
 }
+
+// TestStartupLog: at start the server says its version, configuration,
+// mode and list sizes.
+func TestStartupLog(t *testing.T) {
+	ls := startWatched(t, "")
+	waitFor(t, "the start-up lines", func() bool {
+		out := ls.stderr.String()
+		return strings.Contains(out, "msg=starting version=") && strings.Contains(out, "mode=enforce") &&
+			strings.Contains(out, "msg=lists blacklist.hosts=1")
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -144,6 +145,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		return err
 	}
 	tuneMemory(log)
+	logStartup(log, cfg, opts.DNS != nil)
 	allowed := func(ip netip.Addr) bool {
 		_, ok := engine.Config().Server.Allow.Match(ip, "")
 		return ok
@@ -411,4 +413,50 @@ func setCandidate(engine *rules.Engine, cfg *rules.Config, log *slog.Logger) err
 	log.Info("candidate configuration loaded: every session is also decided under it, never answering",
 		slog.String("file", cfg.Server.Candidate))
 	return nil
+}
+
+// logStartup says at start what runs: version, configuration, what is
+// enabled and how big each list is, and the resolver (each DNS list's
+// probe result is logged by the DNS client as it comes).
+func logStartup(log *slog.Logger, cfg *rules.Config, dnsClient bool) {
+	src := cfg.Path
+	if src == "" {
+		src = "built-in defaults"
+	}
+	mode := "enforce"
+	if cfg.Server.Shadow {
+		mode = "shadow"
+	}
+	log.Info("starting", slog.String("version", buildVersion()), slog.String("config", src), slog.String("mode", mode),
+		slog.Bool("delay_reject", cfg.Server.DelayReject), slog.Bool("check_authenticated", cfg.Server.CheckAuthenticated))
+	var sizes []any
+	counts := map[string]int{}
+	var keys []string
+	for _, h := range cfg.EntryHits() {
+		if counts[h.Key] == 0 {
+			keys = append(keys, h.Key)
+		}
+		counts[h.Key]++
+	}
+	for _, k := range keys {
+		sizes = append(sizes, slog.Int(k, counts[k]))
+	}
+	log.Info("lists", sizes...)
+	var dnsl []string
+	if cfg.DNSWhitelist.Enabled {
+		for _, s := range cfg.DNSWhitelist.Sites {
+			dnsl = append(dnsl, "wl:"+s.Name)
+		}
+	}
+	if cfg.DNSBlacklist.Enabled {
+		for _, s := range cfg.DNSBlacklist.Sites {
+			dnsl = append(dnsl, "bl:"+s.Name)
+		}
+	}
+	resolver := cfg.DNS.Resolver
+	if resolver == "" {
+		resolver = "/etc/resolv.conf"
+	}
+	log.Info("dns", slog.Bool("client", dnsClient), slog.String("resolver", resolver), slog.String("lists", strings.Join(dnsl, " ")),
+		slog.Bool("verify_host_name", cfg.Connections.VerifyHostName), slog.Bool("verify_domain", cfg.MailFrom.VerifyDomain))
 }
