@@ -62,6 +62,9 @@ type Options struct {
 	// OnBadAddress, when set, is called once for each session whose
 	// client address the MTA sent but that cannot be parsed.
 	OnBadAddress func()
+	// OnCallback, when set, is called after each callback (connect, HELO,
+	// MAIL, RCPT, DATA, ...) with the time it took.
+	OnCallback func(d time.Duration)
 }
 
 // Server is a milter server. Serve may be called on several listeners at
@@ -73,6 +76,7 @@ type Server struct {
 	guard  *guard
 
 	onBadAddress func()
+	onCallback   func(time.Duration)
 }
 
 // New returns a milter server answering with engine's verdicts.
@@ -83,7 +87,7 @@ func New(engine *rules.Engine, opts Options) *Server {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
-	s := &Server{engine: engine, log: opts.Logger, onBadAddress: opts.OnBadAddress,
+	s := &Server{engine: engine, log: opts.Logger, onBadAddress: opts.OnBadAddress, onCallback: opts.OnCallback,
 		guard: newGuard(opts.Logger, opts.OnMalformed, func() time.Duration { return engine.Config().Server.MilterIdleTimeout })}
 	// No read timeout in go-milter: the guard sets the idle deadline
 	// before each packet, from the configuration in force, so a reload
@@ -147,5 +151,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func RouteLibraryWarnings(log *slog.Logger) {
 	gomilter.LogWarning = func(format string, v ...any) {
 		log.Warn("milter library warning", slog.String("detail", fmt.Sprintf(format, v...)))
+	}
+}
+
+// observe reports a callback's duration to OnCallback.
+func (s *Server) observe(start time.Time) {
+	if s.onCallback != nil {
+		s.onCallback(time.Since(start))
 	}
 }

@@ -347,3 +347,17 @@ func TestAllowList(t *testing.T) {
 	_, err := c.Session(gomilter.NewMacroBag())
 	is.True(err != nil) // refused: 127.0.0.1 is not allowed
 }
+
+// TestCallbacksTimed: every callback is reported to OnCallback (the
+// request_duration_seconds{protocol="milter"} histogram).
+func TestCallbacksTimed(t *testing.T) {
+	is := is.New(t)
+	var n atomic.Int64
+	ts := startMilterWith(t, "tcp", "", serverSetup{opts: Options{OnCallback: func(time.Duration) { n.Add(1) }}})
+	m := ts.session(t, postfixMacros("192.0.2.1", "unknown"))
+	is.Equal(m.connect("192.0.2.1", "unknown"), "")
+	is.Equal(m.helo("x.example"), "")
+	is.Equal(m.mail("a@example.com"), "")
+	is.Equal(m.rcpt("b@domino.test"), "")
+	waitFor(t, "four timed callbacks", func() bool { return n.Load() == 4 })
+}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	gomilter "github.com/d--j/go-milter"
 	"github.com/emersion/go-msgauth/authres"
@@ -74,6 +75,7 @@ func (m *session) macro(mod gomilter.Modifier, name string) (string, bool) {
 // authenticated users the exemption is for (e2e
 // sasl-milter-privbl-auth-delivered, sendmail-auth-exempt).
 func (m *session) Connect(host, family string, port uint16, addr string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.srv.observe(time.Now())
 	defer m.recoverPanic("connect", &resp, &err)
 	ip := m.clientIP(mod, family, addr)
 	name, ok := m.macro(mod, macroClientName)
@@ -146,6 +148,7 @@ func (m *session) ensure() {
 // and judged at MAIL FROM, for the reason Connect gives (e2e
 // sasl-milter-helo-refused-auth-delivered, sasl-milter-helo-refused-at-mail).
 func (m *session) Helo(name string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.srv.observe(time.Now())
 	defer m.recoverPanic("helo", &resp, &err)
 	m.ensure()
 	if m.srv.engine.Config().Server.DelayReject {
@@ -161,6 +164,7 @@ func (m *session) Helo(name string, mod gomilter.Modifier) (resp *gomilter.Respo
 // controls. {auth_authen} is sent at MAIL only after a successful AUTH,
 // by Postfix and Sendmail alike.
 func (m *session) MailFrom(from, esmtpArgs string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.srv.observe(time.Now())
 	defer m.recoverPanic("mail", &resp, &err)
 	m.ensure()
 	m.resetMessage()
@@ -174,6 +178,7 @@ func (m *session) MailFrom(from, esmtpArgs string, mod gomilter.Modifier) (resp 
 
 // RcptTo runs the recipient controls for one recipient.
 func (m *session) RcptTo(rcpt, esmtpArgs string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.srv.observe(time.Now())
 	defer m.recoverPanic("rcpt", &resp, &err)
 	m.ensure()
 	v := m.srv.engine.Rcpt(context.Background(), m.sess, rcpt)
@@ -182,6 +187,7 @@ func (m *session) RcptTo(rcpt, esmtpArgs string, mod gomilter.Modifier) (resp *g
 
 // Data runs the DATA command control.
 func (m *session) Data(mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.srv.observe(time.Now())
 	defer m.recoverPanic("data", &resp, &err)
 	m.ensure()
 	v := m.srv.engine.Data(context.Background(), m.sess)
@@ -223,6 +229,7 @@ func (m *session) isForged(lowerName, value string) bool {
 // EndOfMessage removes forged headers and adds the tag headers and the
 // RFC 8904 Authentication-Results header.
 func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.srv.observe(time.Now())
 	defer m.recoverPanic("end of message", &resp, &err)
 	m.ensure()
 	if id, ok := mod.GetEx(macroQueueID); ok && id != "" {
@@ -303,6 +310,7 @@ func (m *session) Cleanup(mod gomilter.Modifier) {
 
 // Unknown runs the command controls for a command the MTA does not know.
 func (m *session) Unknown(cmd string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.srv.observe(time.Now())
 	defer m.recoverPanic("unknown", &resp, &err)
 	m.ensure()
 	verb, _, _ := strings.Cut(strings.TrimSpace(cmd), " ")

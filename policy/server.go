@@ -50,6 +50,9 @@ type Options struct {
 	// OnBadAddress, when set, is called once for each message whose
 	// client_address is there but cannot be parsed.
 	OnBadAddress func()
+	// OnRequest, when set, is called after each request is decided, with
+	// the time the decision took (the engine and its DNS lookups).
+	OnRequest func(d time.Duration)
 }
 
 // readBufferBytes is the read buffer of a connection. Postfix's requests
@@ -73,6 +76,7 @@ type Server struct {
 	writeTimeout time.Duration
 	onBadRequest func(reason string)
 	onBadAddress func()
+	onRequest    func(time.Duration)
 	writers      sync.Pool // *bufio.Writer, taken only to write a reply
 
 	mu        sync.Mutex
@@ -106,6 +110,7 @@ func New(engine *rules.Engine, opts Options) *Server {
 		writeTimeout: opts.WriteTimeout,
 		onBadRequest: opts.OnBadRequest,
 		onBadAddress: opts.OnBadAddress,
+		onRequest:    opts.OnRequest,
 		writers:      sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 512) }},
 		listeners:    map[net.Listener]struct{}{},
 		conns:        map[*conn]struct{}{},
@@ -340,7 +345,11 @@ func (c *conn) serve() {
 			return
 		}
 		c.setState(stateBusy)
+		start := time.Now()
 		v, prepend := c.srv.decide(c, &req)
+		if c.srv.onRequest != nil {
+			c.srv.onRequest(time.Since(start))
+		}
 		c.writing()
 		if err := c.reply(&v, prepend); err != nil {
 			c.writeFailed(err)

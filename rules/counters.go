@@ -17,13 +17,14 @@ type Counters struct {
 	privateBlacklistHits atomic.Uint64 // SMTP.PrivateBL.TotalHits
 	dnsblHits            atomic.Uint64 // SMTP.DNSBL.TotalHits
 	dnswlHits            atomic.Uint64 // SMTP.DNSWL.TotalHits
-	verdicts             [numStages][numActions]atomic.Uint64
-	shadowVerdicts       [numStages][numActions]atomic.Uint64
+	verdicts             [numStages][numActions][numControls]atomic.Uint64
+	shadowVerdicts       [numStages][numActions][numControls]atomic.Uint64
 	candidateDiffs       sync.Map // Control -> *atomic.Uint64
 	controls             sync.Map // Control -> *atomic.Uint64: times a control fired
 	sites                sync.Map // siteKey -> *SiteCounters
 	suspended            sync.Map // zone -> *zoneSuspension
 	dnsLatency           Histogram
+	zoneLatency          sync.Map // zone -> *Histogram: per DNS list zone ("" for host questions)
 	reloadsOK            atomic.Uint64
 	// lastReloadFailed is set while the latest reload was refused;
 	// lastLoaded is when a configuration was last applied (start or
@@ -131,7 +132,7 @@ func (c *Counters) candidateDifference(ctl Control) {
 // taken; a repeated one was counted when first seen.
 func (c *Counters) shadowVerdict(v *Verdict) {
 	if v.Stage < numStages && v.Action < numActions && !v.Repeated {
-		c.shadowVerdicts[v.Stage][v.Action].Add(1)
+		c.shadowVerdicts[v.Stage][v.Action][controlIndex(v.Control)].Add(1)
 	}
 }
 
@@ -139,7 +140,7 @@ func (c *Counters) shadowVerdict(v *Verdict) {
 // same session (Verdict.Repeated) was counted when first given.
 func (c *Counters) verdict(v *Verdict) {
 	if v.Stage < numStages && v.Action < numActions && !v.Repeated {
-		c.verdicts[v.Stage][v.Action].Add(1)
+		c.verdicts[v.Stage][v.Action][controlIndex(v.Control)].Add(1)
 	}
 }
 
@@ -195,6 +196,11 @@ func (h *Histogram) snapshot() HistogramSnapshot {
 // sees them in context.
 func (c *Counters) ObserveDNSQuery(zone string, d time.Duration, err error) {
 	c.dnsLatency.Observe(d)
+	h, ok := c.zoneLatency.Load(zone)
+	if !ok {
+		h, _ = c.zoneLatency.LoadOrStore(zone, new(Histogram))
+	}
+	h.(*Histogram).Observe(d)
 }
 
 // zoneSuspension is one DNS list zone's suspension state and when it
@@ -295,6 +301,9 @@ type Snapshot struct {
 	// dns_site_suspended gauge reports, 0 or 1.
 	Zones      []ZoneSnapshot    `json:"zones"`
 	DNSLatency HistogramSnapshot `json:"dns_latency"`
+	// ZoneLatency is DNSLatency per zone asked: each DNS list's zone,
+	// in-addr.arpa / ip6.arpa for PTR questions, "" for sender domains.
+	ZoneLatency map[string]HistogramSnapshot `json:"dns_latency_by_zone"`
 	// ConfigReloads counts reloads by result: "ok" and "error".
 	ConfigReloads map[string]uint64 `json:"config_reloads"`
 	// LastReloadOK is false while the latest reload was refused (the
@@ -313,8 +322,28 @@ type Snapshot struct {
 type VerdictCount struct {
 	Stage  Stage  `json:"stage"`
 	Action Action `json:"action"`
-	Mode   string `json:"mode"`
-	Count  uint64 `json:"count"`
+	// Control decided the verdict; ControlNone ("") when none fired.
+	Control Control `json:"control"`
+	Mode    string  `json:"mode"`
+	Count   uint64  `json:"count"`
+}
+
+// countedControls are the controls verdicts are counted by, in index
+// order (controlIndex); any other counts as ControlNone.
+var countedControls = [...]Control{ControlNone, ControlAuthenticated, ControlWhitelist, ControlBlacklist,
+	ControlConnections, ControlPrivateBlacklist, ControlDNSWhitelist, ControlDNSBlacklist, ControlHelo,
+	ControlMailFrom, ControlRecipients, ControlCommands, ControlErrorLimit}
+
+const numControls = len(countedControls)
+
+// controlIndex returns ctl's index in countedControls, 0 for unknown.
+func controlIndex(ctl Control) int {
+	for i, c := range countedControls {
+		if c == ctl {
+			return i
+		}
+	}
+	return 0
 }
 
 // ZoneSnapshot is one DNS list zone's suspension state.
@@ -358,11 +387,13 @@ func (c *Counters) Snapshot() Snapshot {
 	})
 	for st := range numStages {
 		for a := range numActions {
-			if n := c.verdicts[st][a].Load(); n > 0 {
-				s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Mode: "enforce", Count: n})
-			}
-			if n := c.shadowVerdicts[st][a].Load(); n > 0 {
-				s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Mode: "shadow", Count: n})
+			for ci, ctl := range countedControls {
+				if n := c.verdicts[st][a][ci].Load(); n > 0 {
+					s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Control: ctl, Mode: "enforce", Count: n})
+				}
+				if n := c.shadowVerdicts[st][a][ci].Load(); n > 0 {
+					s.Verdicts = append(s.Verdicts, VerdictCount{Stage: st, Action: a, Control: ctl, Mode: "shadow", Count: n})
+				}
 			}
 		}
 	}
@@ -392,6 +423,11 @@ func (c *Counters) Snapshot() Snapshot {
 	}
 	sort.Slice(s.Zones, func(i, j int) bool { return s.Zones[i].Zone < s.Zones[j].Zone })
 	s.DNSLatency = c.dnsLatency.snapshot()
+	s.ZoneLatency = map[string]HistogramSnapshot{}
+	c.zoneLatency.Range(func(k, v any) bool {
+		s.ZoneLatency[k.(string)] = v.(*Histogram).snapshot()
+		return true
+	})
 	sort.Slice(s.Sites, func(i, j int) bool {
 		if s.Sites[i].Kind != s.Sites[j].Kind {
 			return s.Sites[i].Kind < s.Sites[j].Kind

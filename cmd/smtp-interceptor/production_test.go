@@ -233,8 +233,12 @@ deny = ["*dynamic*"]
 	for _, want := range []string{
 		"smtp_interceptor_blacklist_hits_total 1",
 		"smtp_interceptor_privatebl_hits_total 1",
-		`smtp_interceptor_verdicts_total{action="reject",mode="enforce",stage="connect"} 1`,
-		`smtp_interceptor_verdicts_total{action="reject",mode="enforce",stage="helo"} 1`,
+		`smtp_interceptor_verdicts_total{action="reject",control="blacklist",mode="enforce",stage="connect"} 1`,
+		`smtp_interceptor_verdicts_total{action="reject",control="helo",mode="enforce",stage="helo"} 1`,
+		`smtp_interceptor_request_duration_seconds_count{protocol="policy"} `,
+		`smtp_interceptor_request_duration_seconds_count{protocol="milter"} 0`,
+		"smtp_interceptor_dns_cache_hits_total ",
+		"smtp_interceptor_dns_cache_misses_total ",
 		"SMTP.PrivateBL.TotalHits", // help texts name the Domino statistic
 		"go_goroutines",
 		"process_resident_memory_bytes",

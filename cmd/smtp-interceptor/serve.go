@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/smtp-interceptor/smtp-interceptor/internal/fail2ban"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/listen"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/logfile"
@@ -224,6 +226,10 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	ops.Log("process", procLog)
 	ops.Log("sessions", sessions)
 	ops.Log("fail2ban", f2b)
+	ops.Counter("dns_cache_hits_total", "DNS list queries answered from the cache.", nil,
+		func() float64 { h, _ := dnsc.cacheStats(); return float64(h) })
+	ops.Counter("dns_cache_misses_total", "DNS list queries the cache could not answer (asked of the resolver, or joined a query in flight).", nil,
+		func() float64 { _, m := dnsc.cacheStats(); return float64(m) })
 	ops.Gauge("dns_resolver_up", "1 while the DNS resolver answers, 0 while it is marked down after repeated timeouts (DNS lists are then not applied).", nil,
 		func() float64 { return boolGauge(dnsc.resolverUp()) })
 
@@ -247,11 +253,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	}
 	psrv := policy.New(engine, policy.Options{Logger: log,
 		OnBadRequest: func(reason string) { ops.Malformed.WithLabelValues("policy", reason).Inc() },
-		OnBadAddress: func() { ops.BadAddresses.WithLabelValues("policy").Inc() }})
+		OnBadAddress: func() { ops.BadAddresses.WithLabelValues("policy").Inc() },
+		OnRequest:    seconds(ops.Requests.WithLabelValues("policy"))})
 	milter.RouteLibraryWarnings(log)
 	msrv := milter.New(engine, milter.Options{Logger: log,
 		OnMalformed:  func(reason string) { ops.Malformed.WithLabelValues("milter", reason).Inc() },
-		OnBadAddress: func() { ops.BadAddresses.WithLabelValues("milter").Inc() }})
+		OnBadAddress: func() { ops.BadAddresses.WithLabelValues("milter").Inc() },
+		OnCallback:   seconds(ops.Requests.WithLabelValues("milter"))})
 	errc := make(chan error, len(lns)+1)
 	for _, ln := range policyLns {
 		log.Info("policy server listening", slog.String("addr", ln.Addr().String()))
@@ -367,6 +375,21 @@ func metricsServer(h http.Handler) *http.Server {
 type dnsClients struct {
 	mu  sync.Mutex
 	cur *dnsclient.Client
+	// hits and misses of the clients replaced, so the totals go on.
+	hits, misses uint64
+}
+
+// cacheStats returns the DNS list cache's hits and misses since start,
+// over every client used.
+func (d *dnsClients) cacheStats() (hits, misses uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	hits, misses = d.hits, d.misses
+	if d.cur != nil {
+		h, m := d.cur.CacheStats()
+		hits, misses = hits+h, misses+m
+	}
+	return hits, misses
 }
 
 // set makes c the client in use and closes the previous one.
@@ -374,6 +397,10 @@ func (d *dnsClients) set(c *dnsclient.Client) {
 	d.mu.Lock()
 	old := d.cur
 	d.cur = c
+	if old != nil && old != c {
+		h, m := old.CacheStats()
+		d.hits, d.misses = d.hits+h, d.misses+m
+	}
 	d.mu.Unlock()
 	if old != nil && old != c {
 		old.Close()
@@ -459,4 +486,9 @@ func logStartup(log *slog.Logger, cfg *rules.Config, dnsClient bool) {
 	}
 	log.Info("dns", slog.Bool("client", dnsClient), slog.String("resolver", resolver), slog.String("lists", strings.Join(dnsl, " ")),
 		slog.Bool("verify_host_name", cfg.Connections.VerifyHostName), slog.Bool("verify_domain", cfg.MailFrom.VerifyDomain))
+}
+
+// seconds adapts a Prometheus observer to a duration callback.
+func seconds(o prometheus.Observer) func(time.Duration) {
+	return func(d time.Duration) { o.Observe(d.Seconds()) }
 }

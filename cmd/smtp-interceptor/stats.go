@@ -115,12 +115,22 @@ func printStats(w io.Writer, st *metrics.Stats, expand bool) {
 	for _, z := range st.Suspended {
 		fmt.Fprintf(w, "SMTPInterceptor.DNSList.%s.Suspended = 1\n", z)
 	}
+	// By stage and action, all controls together (the control is in the
+	// Prometheus metric and the JSON).
+	var order []string
+	sums := map[string]uint64{}
 	for _, v := range st.Verdicts {
 		name := "SMTPInterceptor.Verdicts." + v.Stage.String() + "." + v.Action.String()
 		if v.Mode == "shadow" {
 			name += ".shadow"
 		}
-		p(name, v.Count)
+		if _, ok := sums[name]; !ok {
+			order = append(order, name)
+		}
+		sums[name] += v.Count
+	}
+	for _, name := range order {
+		p(name, sums[name])
 	}
 	names := make([]string, 0, len(st.Controls))
 	for name := range st.Controls {

@@ -31,6 +31,7 @@ type Collector struct {
 	dnsQueries, suspended, verdicts *prometheus.Desc
 	latency, reloads, controls      *prometheus.Desc
 	lastOK, lastLoaded, candDiffs   *prometheus.Desc
+	zoneLatency                     *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -50,8 +51,9 @@ func NewCollector(counters *rules.Counters) *Collector {
 		dnsErrors:  d("dns_errors_total", "DNS list lookups that failed or returned an error code or an answer outside the site's filter, per site (no Domino statistic).", "site"),
 		dnsQueries: d("dns_lookups_total", "DNS list lookups, per site and kind (dnsbl, dnswl).", "site", "kind"),
 		suspended:  d("dns_site_suspended", "1 while a DNS list is suspended (its RFC 5782 health probe failed, or its hit rate jumped), 0 otherwise; every known list is present.", "site"),
-		verdicts:   d("verdicts_total", "Verdicts by SMTP stage, action (accept, tag, reject, tempfail) and mode (enforce: given; shadow: a shadowed refusal, by the action it would have taken, the client accepted); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action", "mode"),
+		verdicts:   d("verdicts_total", "Verdicts by SMTP stage, action (accept, tag, reject, tempfail) and deciding control (empty when none fired), and mode (enforce: given; shadow: a shadowed refusal, by the action it would have taken, the client accepted); a connect-time or HELO refusal repeated at later commands of a session counts once.", "stage", "action", "control", "mode"),
 		latency:    d("dns_query_duration_seconds", "Latency of DNS list queries sent to the resolver (cache misses)."),
+		zoneLatency: d("dns_site_query_duration_seconds", "Latency of DNS queries sent to the resolver (cache misses), per zone: each DNS list's zone, in-addr.arpa and ip6.arpa for verify_host_name, \"\" (domains) for verify_domain.", "site"),
 		candDiffs:  d("candidate_differences_total", "Messages that [server] candidate decided otherwise than the configuration in force, by the control that made the difference.", "control"),
 		lastOK:     d("config_last_reload_success", "1 when the latest configuration reload was applied (or none was tried since start), 0 while the latest was refused and the previous configuration serves."),
 		lastLoaded: d("config_last_reload_success_timestamp_seconds", "When a configuration was last applied (start or reload), in Unix seconds."),
@@ -63,7 +65,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
-		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs} {
+		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs, c.zoneLatency} {
 		ch <- d
 	}
 }
@@ -95,7 +97,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.suspended, prometheus.GaugeValue, v, z.Zone)
 	}
 	for _, v := range s.Verdicts {
-		counter(c.verdicts, v.Count, v.Stage.String(), v.Action.String(), v.Mode)
+		counter(c.verdicts, v.Count, v.Stage.String(), v.Action.String(), string(v.Control), v.Mode)
 	}
 	for name, n := range s.Controls {
 		counter(c.controls, n, name)
@@ -108,6 +110,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		buckets[le] = s.DNSLatency.Buckets[i]
 	}
 	ch <- prometheus.MustNewConstHistogram(c.latency, s.DNSLatency.Count, s.DNSLatency.Sum, buckets)
+	for zone, h := range s.ZoneLatency {
+		zb := make(map[float64]uint64, len(rules.DNSLatencyBuckets))
+		for i, le := range rules.DNSLatencyBuckets {
+			zb[le] = h.Buckets[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(c.zoneLatency, h.Count, h.Sum, zb, zone)
+	}
 	for _, r := range []string{"ok", "error"} {
 		counter(c.reloads, s.ConfigReloads[r], r)
 	}

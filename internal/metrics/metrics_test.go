@@ -67,7 +67,7 @@ func TestMetrics(t *testing.T) {
 		`smtp_interceptor_dnsbl_hits_total{site="bl.test"} 2`,
 		`smtp_interceptor_dnswl_hits_total{site="wl.test"} 1`,
 		`smtp_interceptor_dns_errors_total{site="bl.test"} 1`,
-		`smtp_interceptor_verdicts_total{action="reject",mode="enforce",stage="connect"} 2`,
+		`smtp_interceptor_verdicts_total{action="reject",control="dns_blacklist",mode="enforce",stage="connect"} 2`,
 		`smtp_interceptor_config_reloads_total{result="error"} 1`,
 		`smtp_interceptor_control_matches_total{control="private_blacklist"} 1`,
 		`smtp_interceptor_control_matches_total{control="dns_blacklist"} 2`,

@@ -20,6 +20,9 @@ type Ops struct {
 	// BadAddresses counts sessions whose client address could not be
 	// parsed, by protocol.
 	BadAddresses *prometheus.CounterVec
+	// Requests times each policy request and milter callback, by
+	// protocol; its _count is the request counter.
+	Requests *prometheus.HistogramVec
 }
 
 // NewOps registers the operational counters on reg.
@@ -35,10 +38,15 @@ func NewOps(reg *prometheus.Registry) *Ops {
 		BadAddresses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bad_client_addresses_total",
 			Help: "Sessions whose client address the MTA sent but that could not be parsed (host lists did not apply), by protocol."}, []string{"protocol"}),
 	}
+	o.Requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "request_duration_seconds",
+		Help:    "Time to decide each policy request and each milter callback (engine and DNS lookups), by protocol; _count counts them.",
+		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}},
+		[]string{"protocol"})
 	for _, p := range []string{"policy", "milter"} {
 		o.BadAddresses.WithLabelValues(p) // exported at 0 from the start
+		o.Requests.WithLabelValues(p)
 	}
-	reg.MustRegister(o.Malformed, o.Refused, o.AcceptErrors, o.BadAddresses)
+	reg.MustRegister(o.Malformed, o.Refused, o.AcceptErrors, o.BadAddresses, o.Requests)
 	return o
 }
 

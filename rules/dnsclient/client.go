@@ -102,6 +102,9 @@ type Client struct {
 	bgMu   sync.Mutex // guards closed and bg.Add
 	closed bool
 	bg     sync.WaitGroup
+	// cacheHits and cacheMisses count DNS list queries answered from the
+	// cache and not.
+	cacheHits, cacheMisses atomic.Uint64
 }
 
 var _ rules.DNSLists = (*Client)(nil)
@@ -209,8 +212,10 @@ func (c *Client) Query(ctx context.Context, zone string, ip netip.Addr) (rules.D
 	}
 	k := cacheKey{zone: zone, ip: ip}
 	if ans, ok := c.cache.get(k, c.now()); ok {
+		c.cacheHits.Add(1)
 		return ans, nil
 	}
+	c.cacheMisses.Add(1)
 	return c.miss(ctx, k, z)
 }
 
@@ -440,4 +445,10 @@ func (c *Client) CacheLen() int { return c.cache.len() }
 // flight; tests poll it.
 func (c *Client) waiting(zone string, ip netip.Addr) int {
 	return c.flight.waiting(cacheKey{zone: normalizeZone(zone), ip: normalizeAddr(ip)})
+}
+
+// CacheStats returns how many DNS list queries the cache answered and how
+// many it did not.
+func (c *Client) CacheStats() (hits, misses uint64) {
+	return c.cacheHits.Load(), c.cacheMisses.Load()
 }
