@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,7 +71,9 @@ func startMilterWith(t testing.TB, network, config string, setup serverSetup) *t
 		lists = setup.dns
 	}
 	logs := new(testutil.SyncBuffer)
-	out, level := io.MultiWriter(logs, testLogWriter{t}), slog.LevelDebug
+	tlw := &testLogWriter{t: t}
+	t.Cleanup(tlw.stop) // registered first: runs after the server's shutdown below
+	out, level := io.MultiWriter(logs, tlw), slog.LevelDebug
 	if setup.logOut != nil {
 		out, level = setup.logOut, setup.logLevel
 	}
@@ -104,13 +107,29 @@ func startMilterWith(t testing.TB, network, config string, setup serverSetup) *t
 	return ts
 }
 
-// testLogWriter writes log lines to the test log.
-type testLogWriter struct{ t testing.TB }
+// testLogWriter writes log lines to the test log until stop: a session
+// goroutine that outlives its test (one cut off by Shutdown's deadline)
+// must not log into a finished test, which panics.
+type testLogWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Helper()
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+func (w *testLogWriter) stop() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
 }
 
 // logLines returns the lines of the server's log at level (e.g. "WARN")

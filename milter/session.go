@@ -3,6 +3,7 @@ package milter
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -85,7 +86,12 @@ func (m *session) Connect(host, family string, port uint16, addr string, mod gom
 		name = host
 	}
 	m.sess = rules.NewSession(ip, name)
+	// Ids an admin finds in the MTA's log: the queue id once known (MAIL,
+	// end of message), until then the client's address and port.
 	m.sess.ID = "milter-" + strconv.FormatUint(m.id, 10)
+	if ip.IsValid() && port != 0 {
+		m.sess.ID = net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
+	}
 	if ptr, ok := mod.GetEx(macroClientPtr); ok {
 		// The MTA's PTR name, verified or not; the deny lists match it,
 		// as Domino does.
@@ -250,7 +256,9 @@ func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, 
 		if err := mod.AddHeader(h.Name, h.Value); err != nil {
 			return nil, err
 		}
+		m.sess.NoteTagsAdded()
 	}
+	m.sess.NoteEndOfData()
 	if ar := m.authResults(); ar != "" {
 		if err := mod.AddHeader("Authentication-Results", ar); err != nil {
 			return nil, err

@@ -425,7 +425,12 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 			// deny lists match it, as Domino does.
 			in.sess.SetPTR(req.ReverseClientName)
 		}
+		// Ids an admin finds in Postfix's log: the queue id when known
+		// (below), else client_address:client_port.
 		in.sess.ID = req.Instance
+		if req.ClientPort != "" && req.ClientAddress != "" {
+			in.sess.ID = net.JoinHostPort(req.ClientAddress, req.ClientPort)
+		}
 		if prev != nil {
 			// Another message of the same SMTP session: the connect-time
 			// outcome carries over, and a refusal already given is not
@@ -451,6 +456,7 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 	case "VRFY", "ETRN":
 		return e.Command(ctx, sess, state), nil
 	case "END-OF-MESSAGE":
+		sess.NoteEndOfData()
 		// Too late to prepend (Postfix's access(5)); only a connect-time
 		// refusal still applies. The message is over.
 		v = e.Connect(ctx, sess)
@@ -502,6 +508,7 @@ func (s *Server) decide(c *conn, req *Request) (rules.Verdict, *rules.Header) {
 		in.pending = append(in.pending[:0], e.Tags(sess)...)
 	}
 	if len(in.pending) > 0 && !v.Shadow { // a WARN first; the header at the next request
+		sess.NoteTagsAdded()
 		h := in.pending[0]
 		in.pending = in.pending[1:]
 		return v, &h

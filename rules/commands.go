@@ -22,6 +22,7 @@ func (e *Engine) commandStage(ctx context.Context, s *Session, cmd string) Verdi
 func (e *Engine) dataStage(ctx context.Context, s *Session) Verdict {
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageData}
+	s.dataSeen = true
 	if e.gate(ctx, cfg, s, "DATA", &v) {
 		return e.finish(s, v)
 	}

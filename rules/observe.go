@@ -133,9 +133,14 @@ func (e *Engine) endMessage(s *Session) {
 	}
 	v := s.outcome
 	if len(s.Recipients) > 0 {
-		// Accepted for at least one recipient: the message goes on.
-		v = Verdict{Stage: StageData, Action: ActionAccept}
-		if tags := e.Tags(s); len(tags) > 0 {
+		// Accepted for at least one recipient: the message went on to
+		// DATA, or (RSET, QUIT, or an adapter not asked at DATA) it is
+		// recorded at RCPT. Tags are recorded only when they were added.
+		v = Verdict{Stage: StageRcpt, Action: ActionAccept}
+		if s.dataSeen {
+			v.Stage = StageData
+		}
+		if tags := e.Tags(s); len(tags) > 0 && s.tagsAdded {
 			v.Action, v.Headers, v.Control, v.Reason = ActionTag, tags, tagControl(s), s.connect.Reason
 		} else if s.connect.Logged && !e.Exempt(s) {
 			v.Reason = s.connect.Reason

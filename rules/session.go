@@ -77,6 +77,9 @@ type Session struct {
 	// how the candidate decided otherwise in this message ("" if not).
 	cand      *Session
 	candNoted string
+	// dataSeen is set once the message reached DATA (or its end);
+	// tagsAdded once the adapter added the tag headers to it.
+	dataSeen, tagsAdded bool
 }
 
 // NewSession starts a session for a client. ip is normalized (an
@@ -90,6 +93,15 @@ func NewSession(ip netip.Addr, name string) *Session {
 func (s *Session) SetPTR(name string) {
 	s.ClientPTR, s.PTRKnown = NormalizeName(name), true
 }
+
+// NoteTagsAdded records that the adapter added the tag headers to the
+// current message (the milter at end of message, the policy server with
+// PREPEND), so the session log lists them; tags never added are not.
+func (s *Session) NoteTagsAdded() { s.tagsAdded = true }
+
+// NoteEndOfData records that the current message's data was received (the
+// policy server's END-OF-MESSAGE request), as DATA does.
+func (s *Session) NoteEndOfData() { s.dataSeen = true }
 
 // fields are the placeholders of a message about the client.
 func (s *Session) fields() MessageFields { return MessageFields{IP: s.ClientIP.String()} }
@@ -128,6 +140,7 @@ func (s *Session) ResetMessage() {
 	s.Refused = s.Refused[:0]
 	s.outcome, s.hasOutcome, s.mailSeen = Verdict{}, false, false
 	s.wouldRefuse = nil
+	s.dataSeen, s.tagsAdded = false, false
 }
 
 // ConnectResult is what the connect-time controls (rows 1–5 of DESIGN §3)

@@ -33,6 +33,7 @@ func TestRecords(t *testing.T) {
 	e.Rcpt(ctx, s, "b@domino.test")
 	e.Rcpt(ctx, s, "nobody@domino.test")
 	e.Data(ctx, s)
+	s.NoteTagsAdded() // as the adapter does once it added them
 	e.EndMessage(s)
 	e.EndMessage(s) // nothing twice
 
@@ -52,4 +53,31 @@ func TestRecords(t *testing.T) {
 	is.Equal(r.Action, rules.ActionTag)
 	is.Equal(r.Tags, []rules.Header{{Name: "X-DNSBL-Site", Value: "PrivateBlacklist"}})
 	is.Equal(*r.MailFrom, "a@example.com")
+
+	is.Equal(r.Stage, rules.StageData)
+}
+
+// TestRecordsSayWhatHappened: a transaction that ended after RCPT (RSET,
+// QUIT) is recorded at RCPT, not as data accepted, and tags that were
+// never added are not recorded.
+func TestRecordsSayWhatHappened(t *testing.T) {
+	is := is.New(t)
+	var buf testutil.SyncBuffer
+	cfg, err := rules.Parse("", "[private_blacklist]\nenabled = true\nhosts = [\"203.0.113.0/24\"]\naction = \"tag\"")
+	is.NoErr(err)
+	out, err := logfile.New("-", &buf)
+	is.NoErr(err)
+	e := rules.NewEngine(cfg, rules.EngineOptions{Observer: New(out, testutil.Logger(t))})
+	ctx := context.Background()
+	s := rules.NewSession(netip.MustParseAddr("203.0.113.5"), "")
+	e.Helo(ctx, s, "EHLO", "mx")
+	e.Mail(ctx, s, "a@example.com")
+	e.Rcpt(ctx, s, "b@domino.test")
+	e.EndMessage(s) // RSET
+	is.NoErr(out.Flush())
+	var r rules.MessageRecord
+	is.NoErr(json.Unmarshal([]byte(strings.TrimSpace(buf.String())), &r))
+	is.Equal(r.Stage, rules.StageRcpt)
+	is.Equal(r.Action, rules.ActionAccept)
+	is.Equal(len(r.Tags), 0)
 }
