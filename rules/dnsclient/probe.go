@@ -157,6 +157,8 @@ func (c *Client) probe(ctx context.Context, z *zoneState) ProbeResult {
 			slog.String("zone", zone), slog.Duration("rest", v.rest))
 	case v.changed:
 		c.log.Info("dns list restored: its probe passes", slog.String("zone", zone))
+	case !z.announced.Swap(true):
+		c.log.Info("dns list probe passed", slog.String("zone", zone), slog.String("result", res.String()))
 	default:
 		c.log.Debug("dns list probe", slog.String("zone", zone), slog.String("result", res.String()))
 	}

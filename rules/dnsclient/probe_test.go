@@ -270,3 +270,19 @@ func TestRunProber(t *testing.T) {
 		is.Equal(queries.Of(queryName("bad.test", netip.MustParseAddr("127.0.0.1")), dns.TypeA), 1)
 	})
 }
+
+// TestFirstProbeLoggedAtInfo: each list's first probe result is an info
+// line (what an operator looks for at start); later passes stay at debug.
+func TestFirstProbeLoggedAtInfo(t *testing.T) {
+	is := is.New(t)
+	f := NewFake()
+	f.List(zone, "127.0.0.2", "test entry", "127.0.0.2")
+	addr, _ := StartServer(t, f)
+	var logs testutil.SyncBuffer
+	c := newTestClient(t, addr, Options{Timeout: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	ctx := context.Background()
+	c.Probe(ctx, zone)
+	c.Probe(ctx, zone)
+	is.Equal(strings.Count(logs.String(), `level=INFO msg="dns list probe passed" zone=zen.test`), 1)
+}

@@ -36,6 +36,9 @@ type zoneState struct {
 	name  string
 	state atomic.Int32  // zoneUnprobed, zoneHealthy or zoneSuspended; written under mu
 	gen   atomic.Uint64 // bumped by every suspension, before the cache purge
+	// announced is set once a probe result of this zone was logged at
+	// info (the first one: what the operator wants to see at start).
+	announced atomic.Bool
 
 	mu sync.Mutex
 	// confirmed is true when a probe of this client set the state; an
