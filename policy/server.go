@@ -133,6 +133,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.log.Warn("policy client not allowed by [server] allow; closing", slog.String("peer", ip.String()))
 	})
 	s.mu.Lock()
+	if s.closing.Load() {
+		// Shutdown ran between the check above and here: it closed the
+		// listeners it knew, not this one.
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
