@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,4 +43,18 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(built.dir)
 	}
 	os.Exit(code)
+}
+
+// waitSocket waits until the unix socket at sock accepts connections: its
+// file appears at bind, a moment before it listens.
+func waitSocket(t *testing.T, sock string) {
+	t.Helper()
+	waitFor(t, "the socket", func() bool {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -95,7 +94,7 @@ hosts = ["192.0.2.66"]
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() { c, _, _ := runWithDefault(sctx, def, "serve"); done <- c }()
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	is.True(strings.HasPrefix(policyAsk(t, "unix", sock, "192.0.2.66"), "action=550 5.7.1"))
 	cancel()
 	is.Equal(<-done, 0)
@@ -143,7 +142,7 @@ func TestBenchFlagsAndWarning(t *testing.T) {
 		c, _, _ := runWithDefault(ctx, noDefaultConfig, "bench", "null-policy", "--listen", "unix:"+sock)
 		done <- c
 	}()
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	code, stdout, stderr := runCmd("bench", "policy", "--addr", "unix:"+sock, "--conns", "3", "-n", "30")
 	is.Equal(code, 0)
 	is.True(strings.Contains(stdout, "bench policy unix:"+sock+": 3 connections"))

@@ -31,7 +31,7 @@ func TestSIGPIPE(t *testing.T) {
 	is.NoErr(cmd.Start())
 	w.Close()
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	r.Close() // the log reader goes away
 	for range 20 {
 		is.True(strings.HasPrefix(policyAsk(t, "unix", sock, "192.0.2.7"), "action=550 5.7.1"))
@@ -134,7 +134,7 @@ func TestUnwritableSessionLogDoesNotStopServe(t *testing.T) {
 	cmd.Stderr = &stderr
 	is.NoErr(cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	is.True(strings.HasPrefix(policyAsk(t, "unix", sock, "192.0.2.9"), "action=550 5.7.1"))
 	waitFor(t, "the open failure logged", func() bool { return strings.Contains(stderr.String(), "not-yet") })
 	is.NoErr(os.Mkdir(logDir, 0o755))

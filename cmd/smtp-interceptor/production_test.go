@@ -286,7 +286,7 @@ func TestSignalsOnTheBinary(t *testing.T) {
 	is.NoErr(cmd.Start())
 	defer cmd.Process.Kill()
 	sock := filepath.Join(dir, "policy.sock")
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	is.Equal(policyAsk(t, "unix", sock, "192.0.2.66"), "action=550 5.7.1 One 192.0.2.66")
 
 	// logrotate: move the log away, SIGUSR1, new lines in a new file.

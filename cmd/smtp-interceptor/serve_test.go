@@ -87,7 +87,7 @@ func TestServe(t *testing.T) {
 	var stderr syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, testEnv(&bytes.Buffer{}, &stderr)) }()
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	is.Equal(policyAsk(t, "unix", sock, "192.0.2.66"), "action=550 5.7.1 Connection denied based on policy reason")
 	is.Equal(policyAsk(t, "unix", sock, "192.0.2.1"), "action=DUNNO")
 	cancel() // SIGTERM
@@ -120,7 +120,7 @@ func TestServeBinarySIGTERM(t *testing.T) {
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	is.NoErr(cmd.Start())
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	is.Equal(policyAsk(t, "unix", sock, "192.0.2.1"), "action=DUNNO")
 	is.NoErr(cmd.Process.Signal(syscall.SIGTERM))
 	is.NoErr(cmd.Wait()) // exit 0
@@ -134,7 +134,7 @@ func TestBenchPolicy(t *testing.T) {
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "-c", cfg}, testEnv(&bytes.Buffer{}, &bytes.Buffer{})) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 
 	code, stdout, stderr := runCmd("bench", "policy", "--addr", "unix:"+sock, "--conns", "4", "-n", "2000", "--hit", "0.5")
 	t.Log(stdout, stderr)
@@ -199,7 +199,7 @@ func TestBenchNullServers(t *testing.T) {
 		go func() {
 			done <- run(ctx, []string{"bench", "null-" + kind, "--listen", "unix:" + sock}, testEnv(&bytes.Buffer{}, &bytes.Buffer{}))
 		}()
-		waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+		waitSocket(t, sock)
 		code, stdout, _ := runCmd("bench", kind, "--addr", "unix:"+sock, "--conns", "2", "-n", "100")
 		is.Equal(code, 0)
 		if kind == "policy" {
