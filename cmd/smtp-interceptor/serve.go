@@ -128,7 +128,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		Counters: counters,
 		Observer: rules.Observers{sessionlog.New(sessions, log), f2bObs},
 	}
-	reg := metrics.NewRegistry(counters)
+	reg := metrics.NewRegistry(counters, buildVersion())
 	ops := metrics.NewOps(reg)
 	dnsc := &dnsClients{}
 	defer dnsc.close()

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
-	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -128,15 +127,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.lastLoaded, prometheus.GaugeValue, float64(s.LastLoaded))
 }
 
-// NewRegistry returns a registry with the engine's collector and the Go
+// NewRegistry returns a registry with the engine's collector, build_info
+// for version (the binary's version, as `version` prints it) and the Go
 // and process collectors.
-func NewRegistry(counters *rules.Counters) *prometheus.Registry {
+func NewRegistry(counters *rules.Counters, version string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	version, goVersion := BuildVersion()
 	reg.MustRegister(NewCollector(counters),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 			Help:        "Always 1; the labels say which smtp-interceptor runs: its version (module version, or the VCS revision of a development build) and the Go version that built it.",
-			ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion}}, func() float64 { return 1 }),
+			ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}}, func() float64 { return 1 }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
@@ -192,37 +191,4 @@ func Handler(reg *prometheus.Registry, counters *rules.Counters, opts HandlerOpt
 		json.NewEncoder(w).Encode(st)
 	})
 	return mux
-}
-
-// BuildVersion returns the running binary's version, as the Go toolchain
-// recorded it: the main module's version, or for a development build
-// "devel" and the VCS revision (with "+dirty" for uncommitted changes);
-// and the Go version.
-func BuildVersion() (version, goVersion string) {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown", runtime.Version()
-	}
-	version = bi.Main.Version
-	if version == "" || version == "(devel)" {
-		version = "devel"
-		var rev, dirty string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					dirty = "+dirty"
-				}
-			}
-		}
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if rev != "" {
-			version += "-" + rev + dirty
-		}
-	}
-	return version, bi.GoVersion
 }

@@ -54,7 +54,7 @@ action = "reject"
 func TestMetrics(t *testing.T) {
 	is := is.New(t)
 	counters := traffic(t)
-	srv := httptest.NewServer(Handler(NewRegistry(counters), counters, HandlerOptions{}))
+	srv := httptest.NewServer(Handler(NewRegistry(counters, "test"), counters, HandlerOptions{}))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/metrics")
 	is.NoErr(err)
@@ -99,7 +99,7 @@ func TestPprofOnlyWhenOn(t *testing.T) {
 	is := is.New(t)
 	var on atomic.Bool
 	counters := new(rules.Counters)
-	srv := httptest.NewServer(Handler(NewRegistry(counters), counters, HandlerOptions{Pprof: on.Load}))
+	srv := httptest.NewServer(Handler(NewRegistry(counters, "test"), counters, HandlerOptions{Pprof: on.Load}))
 	defer srv.Close()
 	get := func() int {
 		resp, err := srv.Client().Get(srv.URL + "/debug/pprof/cmdline")
