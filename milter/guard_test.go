@@ -316,6 +316,23 @@ func TestDeadlinesPassThrough(t *testing.T) {
 	ts.goodSession(t)
 }
 
+// waitDeadline returns the read deadline of the one guarded connection
+// waiting for its next packet; false when none waits (or several do).
+func (g *guard) waitDeadline() (time.Time, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var d time.Time
+	n := 0
+	for c := range g.conns {
+		c.mu.Lock()
+		if c.waiting {
+			d, n = c.deadline, n+1
+		}
+		c.mu.Unlock()
+	}
+	return d, n == 1
+}
+
 // TestMilterIdleTimeoutReloads: the idle limit is read before every
 // packet, so a reload applies it to connections already open; and the
 // policy idle_timeout does not close a milter session (Sendmail keeps one
@@ -328,7 +345,12 @@ func TestMilterIdleTimeoutReloads(t *testing.T) {
 	idle.write(pkt(cmdConnect, "mail.example\x00U"))
 	code, _ := idle.readPacket()
 	is.Equal(code, byte('c'))
-	time.Sleep(300 * time.Millisecond) // past idle_timeout: still open
+	// Waiting for the next packet, the connection's deadline is the
+	// milter's hour, not the policy server's 100ms.
+	waitFor(t, "the connection to wait with the milter idle deadline", func() bool {
+		d, ok := ts.srv.guard.waitDeadline()
+		return ok && time.Until(d) > 30*time.Minute
+	})
 	idle.write(pkt(cmdHelo, "mail.example\x00"))
 	code, _ = idle.readPacket()
 	is.Equal(code, byte('c'))
