@@ -126,18 +126,18 @@ func (e *Engine) cand(s *Session) *Engine {
 // configuration in force: once per message, a log line, the session-log
 // field and the counter.
 func (e *Engine) compare(s *Session, v, cv Verdict) {
-	if decisionOf(v) == decisionOf(cv) || s.candNoted != "" {
+	if s.candNoted != "" || sameDecision(v, cv) {
 		return
 	}
 	ctl := cv.Control
-	how := decisionOf(cv)
+	how := decision(cv)
 	if cv.Action.Refuses() {
 		if entry := entryOf(cv.Reason); entry != "" {
 			how += " " + strconv.Quote(entry)
 		}
 	} else {
 		ctl = v.Control
-		how += " (live: " + decisionOf(v) + ")"
+		how += " (live: " + decision(v) + ")"
 	}
 	s.candNoted = how
 	e.counters.candidateDifference(ctl)
@@ -148,11 +148,13 @@ func (e *Engine) compare(s *Session, v, cv Verdict) {
 		slog.String("candidate", how))
 }
 
-// decisionOf names what a verdict does to the client: "accept" (tags
-// and shadowed refusals included) or "reject by helo".
-func decisionOf(v Verdict) string {
-	if !v.Action.Refuses() {
-		return "accept"
+// sameDecision reports whether two verdicts do the same to the client:
+// both accept (tags and shadowed refusals included), or both refuse the
+// same way by the same control. It builds no string: it runs at every
+// stage while a candidate is set.
+func sameDecision(a, b Verdict) bool {
+	if !a.Action.Refuses() || !b.Action.Refuses() {
+		return a.Action.Refuses() == b.Action.Refuses()
 	}
-	return v.Action.String() + " by " + string(v.Control)
+	return a.Action == b.Action && a.Control == b.Control
 }

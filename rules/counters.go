@@ -336,12 +336,34 @@ var countedControls = [...]Control{ControlNone, ControlAuthenticated, ControlWhi
 
 const numControls = len(countedControls)
 
-// controlIndex returns ctl's index in countedControls, 0 for unknown.
+// controlIndex returns ctl's index in countedControls, 0 for unknown. A
+// switch rather than a loop of comparisons: it runs at every verdict.
 func controlIndex(ctl Control) int {
-	for i, c := range countedControls {
-		if c == ctl {
-			return i
-		}
+	switch ctl {
+	case ControlAuthenticated:
+		return 1
+	case ControlWhitelist:
+		return 2
+	case ControlBlacklist:
+		return 3
+	case ControlConnections:
+		return 4
+	case ControlPrivateBlacklist:
+		return 5
+	case ControlDNSWhitelist:
+		return 6
+	case ControlDNSBlacklist:
+		return 7
+	case ControlHelo:
+		return 8
+	case ControlMailFrom:
+		return 9
+	case ControlRecipients:
+		return 10
+	case ControlCommands:
+		return 11
+	case ControlErrorLimit:
+		return 12
 	}
 	return 0
 }

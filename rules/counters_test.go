@@ -79,3 +79,15 @@ func TestSuspensionSnapshotAndReload(t *testing.T) {
 	is.True(!c.Suspended("healed.test"))
 	is.True(c.SuspendedSince("bad.test", clock.t))
 }
+
+// TestControlIndexMatchesCountedControls: the switch and the table agree.
+func TestControlIndexMatchesCountedControls(t *testing.T) {
+	for i, ctl := range countedControls {
+		if got := controlIndex(ctl); got != i {
+			t.Errorf("controlIndex(%q) = %d, want %d", ctl, got, i)
+		}
+	}
+	if controlIndex("no such control") != 0 {
+		t.Error("an unknown control must count as none")
+	}
+}

@@ -195,11 +195,7 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 		// command after it; its refusal is then repeated as any other.
 		s.heloHeld = false
 		hv := Verdict{Stage: StageHelo}
-		if !cfg.Commands.Permitted(s.heloCmd) {
-			e.counters.control(ControlCommands)
-			hv.refuse(ActionReject, 502, "5.5.1", "Command not permitted", ControlCommands, "command "+s.heloCmd+" is not permitted")
-			hv.trace(s, ControlCommands, "reject", s.heloCmd+" is denied by [commands]")
-		} else {
+		if !e.denyCommand(cfg, s, s.heloCmd, &hv) {
 			e.checkHelo(cfg, s, &hv)
 		}
 		if hv.Action.Refuses() && cfg.Shadowed(hv.Control) {
@@ -226,18 +222,22 @@ func (e *Engine) gate(ctx context.Context, cfg *Config, s *Session, cmd string, 
 		}
 		return true
 	}
-	if cmd != "" {
-		if !cfg.Commands.Permitted(cmd) {
-			e.counters.control(ControlCommands)
-			v.refuse(ActionReject, 502, "5.5.1", "Command not permitted", ControlCommands, "command "+cmd+" is not permitted")
-			if s.Trace {
-				v.trace(s, ControlCommands, "reject", cmd+" is denied by [commands]")
-			}
-			return true
+	return cmd != "" && e.denyCommand(cfg, s, cmd, v)
+}
+
+// denyCommand applies [commands] to cmd: a command not permitted is
+// refused with 502 5.5.1.
+func (e *Engine) denyCommand(cfg *Config, s *Session, cmd string, v *Verdict) bool {
+	if !cfg.Commands.Permitted(cmd) {
+		e.counters.control(ControlCommands)
+		v.refuse(ActionReject, 502, "5.5.1", "Command not permitted", ControlCommands, "command "+cmd+" is not permitted")
+		if s.Trace {
+			v.trace(s, ControlCommands, "reject", cmd+" is denied by [commands]")
 		}
-		if s.Trace && (len(cfg.Commands.Deny) > 0 || len(cfg.Commands.Allow) > 0) {
-			v.trace(s, ControlCommands, "no match", cmd+" is permitted")
-		}
+		return true
+	}
+	if s.Trace && (len(cfg.Commands.Deny) > 0 || len(cfg.Commands.Allow) > 0) {
+		v.trace(s, ControlCommands, "no match", cmd+" is permitted")
 	}
 	return false
 }

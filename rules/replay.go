@@ -128,8 +128,9 @@ func (replayDNS) ReverseNames(context.Context, netip.Addr) ([]string, error) {
 }
 func (replayDNS) DomainExists(context.Context, string) (bool, error) { return true, nil }
 
-// decision names a verdict's outcome: "accept" (tags included) or
-// "reject by helo", "tempfail by recipients".
+// decision names what a verdict does to the client: "accept" (tags and
+// shadowed refusals included) or "reject by helo", "tempfail by
+// recipients".
 func decision(v Verdict) string {
 	if !v.Action.Refuses() {
 		return "accept"
@@ -139,10 +140,7 @@ func decision(v Verdict) string {
 
 // recordedDecision is decision for a record.
 func recordedDecision(r *MessageRecord) string {
-	if !r.Action.Refuses() {
-		return "accept"
-	}
-	return r.Action.String() + " by " + string(r.Control)
+	return decision(Verdict{Action: r.Action, Control: r.Control})
 }
 
 // verb is the action part of a decision.

@@ -58,3 +58,17 @@ func waitSocket(t *testing.T, sock string) {
 		return true
 	})
 }
+
+// startServeBinary runs the built binary's serve on cfg, its standard
+// error captured, and kills it when the test ends.
+func startServeBinary(t *testing.T, cfg string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(testBinary(t), "serve", "-c", cfg)
+	stderr := new(syncBuffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, stderr
+}

@@ -64,12 +64,8 @@ func TestMalformedMilterPacketsOnTheBinary(t *testing.T) {
 	psock := filepath.Join(dir, "policy.sock")
 	cfg := filepath.Join(dir, "c.toml")
 	writeFile(t, cfg, fmt.Sprintf("[server]\npolicy = [\"unix:%s\"]\nmilter = [\"unix:%s\"]\nmetrics = \"127.0.0.1:0\"\n[dns]\nresolver = \"127.0.0.1:1\"\n", psock, msock))
-	cmd := exec.Command(testBinary(t), "serve", "-c", cfg)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	is.NoErr(cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ls := &liveServer{stderr: &stderr}
+	cmd, stderr := startServeBinary(t, cfg)
+	ls := &liveServer{stderr: stderr}
 	maddr := ls.metricsAddr(t)
 
 	// SMFIC_OPTNEG: version 6, every action, every protocol step.
@@ -129,11 +125,7 @@ func TestUnwritableSessionLogDoesNotStopServe(t *testing.T) {
 	is := is.New(t)
 	logDir := filepath.Join(t.TempDir(), "not-yet")
 	cfg, sock := writeConfig(t, fmt.Sprintf("[log]\nsessions = %q\n[blacklist]\nhosts = [\"192.0.2.0/24\"]", filepath.Join(logDir, "sessions.log")))
-	cmd := exec.Command(testBinary(t), "serve", "-c", cfg)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	is.NoErr(cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, stderr := startServeBinary(t, cfg)
 	waitSocket(t, sock)
 	is.True(strings.HasPrefix(policyAsk(t, "unix", sock, "192.0.2.9"), "action=550 5.7.1"))
 	waitFor(t, "the open failure logged", func() bool { return strings.Contains(stderr.String(), "not-yet") })
@@ -157,12 +149,8 @@ func TestMetricsAllow(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "c.toml")
 	writeFile(t, cfg, "[server]\npolicy = [\"127.0.0.1:0\"]\nmilter = []\nmetrics = \"127.0.0.1:0\"\nallow = [\"127.0.0.2\"]\nmetrics_allow = [\"127.0.0.1\"]\n[dns]\nresolver = \"127.0.0.1:1\"\n")
-	cmd := exec.Command(testBinary(t), "serve", "-c", cfg)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	is.NoErr(cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ls := &liveServer{stderr: &stderr}
+	_, stderr := startServeBinary(t, cfg)
+	ls := &liveServer{stderr: stderr}
 	maddr := ls.metricsAddr(t)
 	is.True(strings.Contains(httpGet(t, "http://"+maddr+"/metrics"), "smtp_interceptor_build_info{"))
 	resp, err := http.Get("http://" + maddr + "/debug/pprof/cmdline")
