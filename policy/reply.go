@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"strconv"
+	"strings"
 
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
 )
@@ -21,7 +22,7 @@ func writeReply(w *bufio.Writer, v *rules.Verdict, prepend *rules.Header) error 
 		w.WriteByte(' ')
 		w.WriteString(v.EnhancedCode)
 		w.WriteByte(' ')
-		w.WriteString(v.Text)
+		w.WriteString(policyText(v))
 	case v.Shadow:
 		// Postfix logs WARN's text in its maillog and goes on
 		// (access(5)): the shadowed refusal shows where admins look.
@@ -30,7 +31,7 @@ func writeReply(w *bufio.Writer, v *rules.Verdict, prepend *rules.Header) error 
 		w.WriteByte(' ')
 		w.WriteString(v.EnhancedCode)
 		w.WriteByte(' ')
-		w.WriteString(v.Text)
+		w.WriteString(policyText(v))
 	case prepend != nil:
 		w.WriteString("PREPEND ")
 		w.WriteString(prepend.Name)
@@ -41,4 +42,23 @@ func writeReply(w *bufio.Writer, v *rules.Verdict, prepend *rules.Header) error 
 	}
 	w.WriteString("\n\n")
 	return w.Flush()
+}
+
+// rcptRejected is what Postfix puts after "<recipient>: " before a policy
+// server's text at RCPT TO.
+const rcptRejected = ">: Recipient address rejected: "
+
+// policyText is a refusal's text as the policy server sends it: at RCPT,
+// Postfix itself puts "<recipient>: Recipient address rejected: " before
+// it, so a text that starts so ([recipients] verify's, written whole for
+// the milter) loses that part, and the client sees it once (e2e
+// "directory-unknown-refused-known-delivered").
+func policyText(v *rules.Verdict) string {
+	t := v.Text
+	if v.Stage == rules.StageRcpt && strings.HasPrefix(t, "<") {
+		if i := strings.Index(t, rcptRejected); i > 0 {
+			return t[i+len(rcptRejected):]
+		}
+	}
+	return t
 }

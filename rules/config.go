@@ -81,6 +81,7 @@ type Config struct {
 	Recipients       RecipientsConfig
 	Commands         CommandsConfig
 	Tags             TagsConfig
+	Directory        DirectoryConfig
 }
 
 // ServerConfig is the [server] section.
@@ -227,6 +228,14 @@ type RecipientsConfig struct {
 	// "Allow messages intended only for"); Deny wins.
 	Allow   *AddressList
 	Message string
+	// Verify asks [directory] whether a recipient in one of its domains
+	// exists, at RCPT: Domino's "Verify that local domain recipients exist
+	// in the Domino Directory".
+	Verify bool
+	// RejectAmbiguous refuses a recipient that names more than one entry
+	// (Domino's SMTPDenyNotUniqueRcpt); DenyGroups one that names a group
+	// (SMTPDenyMailToGroups). Both need Verify.
+	RejectAmbiguous, DenyGroups bool
 }
 
 // CommandsConfig is the [commands] section. Names are upper case.

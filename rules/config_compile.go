@@ -162,6 +162,7 @@ func (b *builder) compile(raw *rawConfig) *Config {
 	b.compileDNS(raw, cfg)
 	b.compileLists(raw, cfg)
 	b.compileSMTP(raw, cfg)
+	b.compileDirectory(raw, cfg)
 	cfg.Files = b.files
 	b.modes(raw, cfg)
 	cfg.Warnings = append(b.warns, commandWarnings(cfg)...)
@@ -427,7 +428,8 @@ func (b *builder) compileSMTP(raw *rawConfig, cfg *Config) {
 	b.addErrs(errs)
 	rallow, errs := NewAddressList(b.entries("recipients.allow", r.Allow, "recipients.allow_file", r.AllowFile))
 	b.addErrs(errs)
-	cfg.Recipients = RecipientsConfig{Max: r.Max, Deny: rdeny, Allow: rallow, Message: b.message("recipients.message", r.Message)}
+	cfg.Recipients = RecipientsConfig{Max: r.Max, Deny: rdeny, Allow: rallow, Message: b.message("recipients.message", r.Message),
+		Verify: r.Verify, RejectAmbiguous: r.RejectAmbiguous, DenyGroups: r.DenyGroups}
 
 	c := raw.Commands
 	cfg.Commands = CommandsConfig{

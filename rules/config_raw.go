@@ -20,6 +20,7 @@ type rawConfig struct {
 	Recipients       rawRecipients       `toml:"recipients"`
 	Commands         rawCommands         `toml:"commands"`
 	Tags             rawTags             `toml:"tags"`
+	Directory        rawDirectory        `toml:"directory"`
 }
 
 type rawServer struct {
@@ -136,6 +137,31 @@ type rawRecipients struct {
 	AllowFile string   `toml:"allow_file"`
 	Message   string   `toml:"message"`
 	Mode      string   `toml:"mode"`
+	// Verify, RejectAmbiguous and DenyGroups are Domino's "Verify that
+	// local domain recipients exist in the Domino Directory",
+	// SMTPDenyNotUniqueRcpt and SMTPDenyMailToGroups, asked of
+	// [directory].
+	Verify          bool `toml:"verify"`
+	RejectAmbiguous bool `toml:"reject_ambiguous"`
+	DenyGroups      bool `toml:"deny_groups"`
+}
+
+type rawDirectory struct {
+	URL              []string `toml:"url"`
+	StartTLS         bool     `toml:"start_tls"`
+	CAFile           string   `toml:"ca_file"`
+	BindDN           string   `toml:"bind_dn"`
+	BindPasswordFile string   `toml:"bind_password_file"`
+	BaseDN           string   `toml:"base_dn"`
+	Filter           string   `toml:"filter"`
+	GroupFilter      string   `toml:"group_filter"`
+	Domains          []string `toml:"domains"`
+	Timeout          string   `toml:"timeout"`
+	CacheEntries     int      `toml:"cache_entries"`
+	PositiveTTL      string   `toml:"positive_ttl"`
+	NegativeTTL      string   `toml:"negative_ttl"`
+	Connections      int      `toml:"connections"`
+	OnError          string   `toml:"on_error"`
 }
 
 type rawCommands struct {
@@ -193,6 +219,16 @@ func defaults() rawConfig {
 			DNSBLHeader:           "X-DNSBL-Site",
 			DNSWLHeader:           "X-DNSWL-Site",
 			AuthenticationResults: true,
+		},
+		Directory: rawDirectory{
+			Filter:       DefaultDirectoryFilter,
+			GroupFilter:  DefaultDirectoryGroupFilter,
+			Timeout:      "2s",
+			CacheEntries: 100000,
+			PositiveTTL:  "1h",
+			NegativeTTL:  "5m",
+			Connections:  4,
+			OnError:      "tempfail",
 		},
 	}
 	// Every control enforces its refusals unless told to shadow them.

@@ -33,6 +33,7 @@ type Counters struct {
 	lastLoaded       atomic.Int64
 	reloadsFailed    atomic.Uint64
 	expanded         expandedStats
+	directory        directoryCounters
 	now              func() time.Time // nil: time.Now
 }
 
@@ -314,6 +315,9 @@ type Snapshot struct {
 	// CandidateDifferences counts the messages the candidate
 	// configuration decided otherwise, by control.
 	CandidateDifferences map[string]uint64 `json:"candidate_differences"`
+	// Directory is [recipients] verify's lookups; nil with no
+	// [directory].
+	Directory *DirectorySnapshot `json:"directory,omitempty"`
 }
 
 // VerdictCount is the number of verdicts with one stage, action and
@@ -399,6 +403,7 @@ func (c *Counters) Snapshot() Snapshot {
 		LastLoaded:           c.lastLoaded.Load(),
 	}
 	s.CandidateDifferences = map[string]uint64{}
+	s.Directory = c.directorySnapshot()
 	c.candidateDiffs.Range(func(k, v any) bool {
 		s.CandidateDifferences[string(k.(Control))] = v.(*atomic.Uint64).Load()
 		return true

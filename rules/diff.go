@@ -56,6 +56,9 @@ func diffStruct(out []Change, section string, o, n reflect.Value) []Change {
 			continue
 		}
 		key := section + "." + snake(f.Name)
+		if k := f.Tag.Get("key"); k != "" {
+			key = section + "." + k // a field not named as its key
+		}
 		a, b := o.Field(i), n.Field(i)
 		if oe, ok := entriesOf(a); ok {
 			ne, _ := entriesOf(b)

@@ -16,6 +16,7 @@ import (
 type Engine struct {
 	cfg atomic.Pointer[Config]
 	dns atomic.Pointer[dnsHolder]
+	dir atomic.Pointer[directoryHolder]
 	// candidate decides every session too, never answering ([server]
 	// candidate); nil when there is none.
 	candidate atomic.Pointer[Engine]
@@ -40,12 +41,16 @@ type EngineOptions struct {
 	Observer Observer
 	// Now is the clock of message records; nil means time.Now.
 	Now func() time.Time
+	// Directory answers [recipients] verify; nil makes every verification
+	// a directory error (tempfail, or accept with on_error = "accept").
+	Directory Directory
 }
 
 // NewEngine returns an engine serving cfg.
 func NewEngine(cfg *Config, opts EngineOptions) *Engine {
 	e := &Engine{counters: opts.Counters, log: opts.Logger, obs: opts.Observer, now: opts.Now}
 	e.SetDNS(opts.DNS)
+	e.SetDirectory(opts.Directory)
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -78,6 +83,16 @@ func (e *Engine) SetDNS(d DNSLists) { e.dns.Store(&dnsHolder{lists: d}) }
 
 // DNS returns the DNS list client in use, or nil.
 func (e *Engine) DNS() DNSLists { return e.dns.Load().lists }
+
+// directoryHolder lets an interface value sit behind an atomic pointer.
+type directoryHolder struct{ dir Directory }
+
+// SetDirectory swaps the directory client (a reload that changed
+// [directory]); lookups in flight finish with the old one.
+func (e *Engine) SetDirectory(d Directory) { e.dir.Store(&directoryHolder{dir: d}) }
+
+// Directory returns the directory client in use, or nil.
+func (e *Engine) Directory() Directory { return e.dir.Load().dir }
 
 // Counters returns the engine's statistics.
 func (e *Engine) Counters() *Counters { return e.counters }
@@ -245,8 +260,8 @@ func (e *Engine) denyCommand(cfg *Config, s *Session, cmd string, v *Verdict) bo
 // finish counts, logs and observes a verdict on its way out. It also
 // applies [server] error_limit (Domino's SMTPErrorLimit): once the session
 // has had that many refusals, the next one becomes 421 4.7.0 and ends it.
-// A 452 for too many recipients is not an error of the client's and does
-// not count.
+// A tempfail of a recipient (452 for too many, 451 when the directory
+// could not answer) is not an error of the client's and does not count.
 func (e *Engine) finish(s *Session, v Verdict) Verdict {
 	cfg := e.cfg.Load()
 	if v.Action.Refuses() && cfg.Shadowed(v.Control) {
@@ -259,7 +274,7 @@ func (e *Engine) finish(s *Session, v Verdict) Verdict {
 		e.shadow(s, &v, *p)
 	}
 	limited := false
-	if v.Action.Refuses() && !(v.Code == 452 && v.Control == ControlRecipients) {
+	if v.Action.Refuses() && !(v.Action == ActionTempfail && v.Control == ControlRecipients) {
 		if limit := cfg.Server.ErrorLimit; limit > 0 {
 			if s.errors >= limit && v.Code != 421 {
 				e.counters.control(ControlErrorLimit)

@@ -6,7 +6,10 @@ import (
 )
 
 // Rcpt applies the [recipients] controls to one RCPT TO: a prohibited
-// recipient is refused with 550 5.7.1; once max recipients have been
+// recipient is refused with 550 5.7.1; with verify, one the Domino
+// Directory does not know with 550 5.1.1 (see verifyRecipient), before
+// max is looked at, so unknown recipients do not count towards it; once
+// max recipients have been
 // accepted, each further one gets 452 4.5.3 (the client may send them in a
 // later transaction). An accepted recipient is counted in the session.
 // The deny list is checked first, so a prohibited recipient always gets
@@ -37,6 +40,9 @@ func (e *Engine) rcptStage(ctx context.Context, s *Session, rcpt string) Verdict
 			return e.rcptDone(s, rcpt, v)
 		}
 		v.trace(s, ControlRecipients, "match", strconv.Quote(rcpt)+" is allowed by [recipients] allow entry "+strconv.Quote(entry))
+	}
+	if r.Verify && e.verifyRecipient(ctx, cfg, s, rcpt, &v) {
+		return e.rcptDone(s, rcpt, v)
 	}
 	if r.Max > 0 && len(s.Recipients) >= r.Max {
 		e.counters.control(ControlRecipients)

@@ -46,14 +46,19 @@ const replayExamples = 3
 // not), and reports the sessions whose verdict changes: from accept to a
 // refusal or back, or to a refusal by another control. verify_host_name
 // and verify_domain get no DNS here: they answer as if the names existed,
-// since the record does not hold those answers.
-func Replay(ctx context.Context, cfg *Config, records []MessageRecord) ReplayReport {
+// since the record does not hold those answers. [recipients] verify asks
+// dir, the live directory (read-only lookups, through its cache); with dir
+// nil every recipient is taken to exist.
+func Replay(ctx context.Context, cfg *Config, records []MessageRecord, dir Directory) ReplayReport {
+	if dir == nil {
+		dir = everyoneExists{}
+	}
 	var rep ReplayReport
 	groups := map[string]*ReplayGroup{}
 	for i := range records {
 		r := &records[i]
 		rep.Sessions++
-		now, v := replayOne(ctx, cfg, r)
+		now, v := replayOne(ctx, cfg, r, dir)
 		was := recordedDecision(r)
 		if was == now {
 			continue
@@ -90,7 +95,7 @@ func Replay(ctx context.Context, cfg *Config, records []MessageRecord) ReplayRep
 
 // replayOne runs one record through an engine on cfg and returns the
 // decision and the deciding verdict.
-func replayOne(ctx context.Context, cfg *Config, r *MessageRecord) (string, Verdict) {
+func replayOne(ctx context.Context, cfg *Config, r *MessageRecord, dir Directory) (string, Verdict) {
 	dns := &replayDNS{MemoryDNS: NewMemoryDNS()}
 	ip, ipErr := ParseClientIP(r.ClientIP)
 	for _, l := range r.DNSLists {
@@ -98,7 +103,7 @@ func replayOne(ctx context.Context, cfg *Config, r *MessageRecord) (string, Verd
 			dns.Set(site.Zone, ip, l.TXT, l.Answers...)
 		}
 	}
-	e := NewEngine(cfg, EngineOptions{DNS: dns})
+	e := NewEngine(cfg, EngineOptions{DNS: dns, Directory: dir})
 	s := NewSession(ip, r.ClientName)
 	if r.ClientPTR != "" {
 		s.SetPTR(r.ClientPTR)
@@ -117,6 +122,14 @@ func replayOne(ctx context.Context, cfg *Config, r *MessageRecord) (string, Verd
 	}
 	x := e.Explain(ctx, s, tx)
 	return decision(x.Final), x.Final
+}
+
+// everyoneExists is the directory of a replay without one: every address
+// is one person.
+type everyoneExists struct{}
+
+func (everyoneExists) LookupRecipient(_ context.Context, addr string) (DirectoryAnswer, error) {
+	return DirectoryAnswer{Query: "(replay: no directory asked)", Entries: []DirectoryEntry{{DN: addr}}}, nil
 }
 
 // replayDNS answers the DNS lists from the record and every host and

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-const benchUsage = `usage: smtp-interceptor bench policy|milter --addr A [--conns CONNS] [-n COUNT] [--hit SHARE] [--hit-cidr CIDR] [--clients N] [--seed S]
+const benchUsage = `usage: smtp-interceptor bench policy|milter --addr A [--conns CONNS] [-n COUNT] [--hit SHARE] [--hit-cidr CIDR] [--clients N] [--rcpts N] [--rcpt-domain D] [--seed S]
        smtp-interceptor bench null-policy|null-milter --listen A
 
 policy and milter load a server: it decides, logs and counts every request
@@ -111,6 +111,8 @@ type loadFlags struct {
 	fs                *flag.FlagSet
 	addr              *string
 	conns, n, clients *int
+	rcpts             *int
+	rcptDomain        *string
 	hit               *float64
 	hitCIDR           *string
 	seed              *uint64
@@ -122,15 +124,17 @@ type loadFlags struct {
 func newLoadFlags(name, defAddr, unit string, defN int) *loadFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	return &loadFlags{
-		name:    name,
-		fs:      fs,
-		addr:    fs.String("addr", defAddr, "server `address`: host:port or unix:/path"),
-		conns:   fs.Int("conns", 16, "concurrent `connections`"),
-		n:       fs.Int("n", defN, "total `"+unit+"`"),
-		hit:     fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)"),
-		hitCIDR: fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists"),
-		seed:    fs.Uint64("seed", 1, "random `seed`"),
-		clients: fs.Int("clients", 0, "draw the other clients from this `many` addresses (0: any of 198.18.0.0/15), e.g. to measure DNS cache hits"),
+		name:       name,
+		fs:         fs,
+		addr:       fs.String("addr", defAddr, "server `address`: host:port or unix:/path"),
+		conns:      fs.Int("conns", 16, "concurrent `connections`"),
+		n:          fs.Int("n", defN, "total `"+unit+"`"),
+		hit:        fs.Float64("hit", 0.1, "`share` of clients taken from --hit-cidr (meant to be blacklisted)"),
+		hitCIDR:    fs.String("hit-cidr", "203.0.113.0/24", "`CIDR` of the clients that hit the blacklists"),
+		seed:       fs.Uint64("seed", 1, "random `seed`"),
+		clients:    fs.Int("clients", 0, "draw the other clients from this `many` addresses (0: any of 198.18.0.0/15), e.g. to measure DNS cache hits"),
+		rcpts:      fs.Int("rcpts", 0, "draw each recipient from user1..userN@--rcpt-domain for this `N` (0: the message's k-th recipient is user(k-1)@), e.g. to measure [recipients] verify against a directory of N people"),
+		rcptDomain: fs.String("rcpt-domain", "domino.test", "the recipients' `domain`"),
 	}
 }
 
@@ -138,7 +142,7 @@ func newLoadFlags(name, defAddr, unit string, defN int) *loadFlags {
 // traffic. done says the command is over (help, or bad usage reported),
 // with code its exit code.
 func (l *loadFlags) parse(args []string, stdout, stderr io.Writer) (code int, done bool) {
-	synopsis := "smtp-interceptor " + l.name + " [--addr A] [--conns CONNS] [-n COUNT] [--hit SHARE] [--hit-cidr CIDR] [--clients N] [--seed S]"
+	synopsis := "smtp-interceptor " + l.name + " [--addr A] [--conns CONNS] [-n COUNT] [--hit SHARE] [--hit-cidr CIDR] [--clients N] [--rcpts N] [--rcpt-domain D] [--seed S]"
 	if code, done := parseFlags(l.fs, synopsis, args, stdout, stderr); done {
 		if code == exitUsage && slices.ContainsFunc(args, isFlagC) {
 			fmt.Fprintf(stderr, "%s: the connection count is --conns (-c was renamed)\n", l.name)
@@ -157,6 +161,12 @@ func (l *loadFlags) parse(args []string, stdout, stderr io.Writer) (code int, do
 		return exitUsage, true
 	case *l.clients < 0 || *l.clients > 1<<17:
 		fmt.Fprintf(stderr, "%s: --clients must be between 0 and 131072\n", l.name)
+		return exitUsage, true
+	case *l.rcpts < 0:
+		fmt.Fprintf(stderr, "%s: --rcpts must be 0 or more\n", l.name)
+		return exitUsage, true
+	case *l.rcptDomain == "" || strings.ContainsAny(*l.rcptDomain, "@ \n"):
+		fmt.Fprintf(stderr, "%s: --rcpt-domain %q is not a domain\n", l.name, *l.rcptDomain)
 		return exitUsage, true
 	case *l.conns < 1 || *l.n < *l.conns || *l.hit < 0 || *l.hit > 1:
 		fmt.Fprintf(stderr, "%s: need --conns >= 1, -n >= --conns and 0 <= --hit <= 1\n", l.name)
@@ -179,7 +189,8 @@ func isFlagC(arg string) bool {
 
 // load returns connection i's request generator.
 func (l *loadFlags) load(i int) policyLoad {
-	return policyLoad{rng: rand.New(rand.NewPCG(*l.seed, uint64(i))), hit: *l.hit, hitPfx: l.hitPfx, conn: i, clients: *l.clients}
+	return policyLoad{rng: rand.New(rand.NewPCG(*l.seed, uint64(i))), hit: *l.hit, hitPfx: l.hitPfx, conn: i, clients: *l.clients,
+		rcpts: *l.rcpts, rcptDomain: "@" + *l.rcptDomain}
 }
 
 // drive runs conn on every connection at once, each for its share of -n,

@@ -92,7 +92,7 @@ func milterTransaction(c *gomilter.Client, load *policyLoad) (string, error) {
 		return out, err
 	}
 	for r := range 3 {
-		if out, stop, err := refused(s.Rcpt("<user"+strconv.Itoa(r)+"@domino.test>", "")); stop {
+		if out, stop, err := refused(s.Rcpt("<"+load.recipient(r)+">", "")); stop {
 			return out, err
 		}
 	}

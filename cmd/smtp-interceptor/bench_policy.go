@@ -36,6 +36,18 @@ type policyLoad struct {
 	conn    int
 	msg     int
 	clients int // size of the client pool; 0: all of 198.18.0.0/15
+	// rcpts is the size of the recipient pool (user1..userN); 0: the k-th
+	// recipient of a message is user(k-1).
+	rcpts      int
+	rcptDomain string // "@domino.test"
+}
+
+// recipient returns the address of a message's r-th recipient.
+func (l *policyLoad) recipient(r int) string {
+	if l.rcpts > 0 {
+		r = 1 + l.rng.IntN(l.rcpts)
+	}
+	return "user" + strconv.Itoa(r) + l.rcptDomain
 }
 
 // message returns the requests of the next message.
@@ -63,7 +75,7 @@ func (l *policyLoad) message() []string {
 	for r := range rcpts {
 		out = append(out, "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"+
 			"client_address="+client.String()+"\nclient_name=unknown\nreverse_client_name=unknown\n"+
-			"helo_name="+helo+"\nsender="+sender+"\nrecipient=user"+strconv.Itoa(r)+"@domino.test\n"+
+			"helo_name="+helo+"\nsender="+sender+"\nrecipient="+l.recipient(r)+"\n"+
 			"recipient_count=0\nsize=0\nqueue_id=\ninstance="+instance+"\n\n")
 	}
 	return out

@@ -18,8 +18,9 @@ func runCheck(ctx context.Context, args []string, e env) int {
 	stdout, stderr := e.stdout, e.stderr
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	given := e.configFlag(fs, "configuration `file`")
-	probe := fs.Bool("probe", false, "probe every DNS list with its RFC 5782 test entries")
-	if code, done := parseFlags(fs, "smtp-interceptor check [-c FILE] [--probe]", args, stdout, stderr); done {
+	probe := fs.Bool("probe", false, "probe every DNS list with its RFC 5782 test entries, and bind to [directory] and search for one address")
+	probeRcpt := fs.String("probe-rcpt", "", "with --probe: the `address` searched for in [directory] (default postmaster@ its first domain)")
+	if code, done := parseFlags(fs, "smtp-interceptor check [-c FILE] [--probe [--probe-rcpt ADDR]]", args, stdout, stderr); done {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -46,7 +47,15 @@ func runCheck(ctx context.Context, args []string, e env) int {
 		printSummary(stdout, cand)
 	}
 	if *probe {
-		return probeLists(ctx, cfg, stdout, stderr)
+		code := probeLists(ctx, cfg, stdout, stderr)
+		if c := probeDirectory(ctx, cfg, *probeRcpt, stdout, stderr); c != exitOK {
+			code = c
+		}
+		return code
+	}
+	if *probeRcpt != "" {
+		fmt.Fprintln(stderr, "check: --probe-rcpt needs --probe")
+		return exitUsage
 	}
 	return exitOK
 }
@@ -127,7 +136,13 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 	if cfg.Recipients.Max > 0 {
 		maxR = fmt.Sprintf("at most %d", cfg.Recipients.Max)
 	}
-	p("recipients", "%s, %d prohibited, %s", maxR, cfg.Recipients.Deny.Len(), onlyAllowed(cfg.Recipients.Allow.Len(), "recipients"))
+	p("recipients", "%s, %d prohibited, %s, verify %s", maxR, cfg.Recipients.Deny.Len(), onlyAllowed(cfg.Recipients.Allow.Len(), "recipients"), onOff(cfg.Recipients.Verify))
+	if d := &cfg.Directory; d.Enabled() {
+		p("directory", "%s; reject_ambiguous %s, deny_groups %s, on_error %s", d, onOff(cfg.Recipients.RejectAmbiguous),
+			onOff(cfg.Recipients.DenyGroups), map[bool]string{true: "accept", false: "tempfail"}[d.OnErrorAccept])
+	} else {
+		p("directory", "off")
+	}
 	if n := cfg.Server.ErrorLimit; n > 0 {
 		p("error_limit", "421 and the session ends after %d refusals", n)
 	} else {

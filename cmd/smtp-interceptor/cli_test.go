@@ -47,7 +47,7 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 	code, stdout, _ := runCmd("help", "check")
 	is.New(t).Equal(code, 0)
-	is.New(t).True(strings.HasPrefix(stdout, "usage: smtp-interceptor check [-c FILE] [--probe]"))
+	is.New(t).True(strings.HasPrefix(stdout, "usage: smtp-interceptor check [-c FILE] [--probe [--probe-rcpt ADDR]]"))
 	// A bad flag is still bad usage, on standard error.
 	code, stdout, stderr := runCmd("serve", "--nope")
 	is.New(t).Equal(code, 2)

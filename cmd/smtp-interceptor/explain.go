@@ -75,6 +75,16 @@ func runExplain(ctx context.Context, args []string, e env) int {
 			opts.DNS = client
 		}
 	}
+	if cfg.Recipients.Verify && len(rcpts) > 0 {
+		// The live directory, as the server would ask it.
+		dir, err := newDirectoryClient(cfg, nil, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "explain: %v\n", err)
+			return exitUsage
+		}
+		defer dir.Close()
+		opts.Directory = engineDirectory(dir)
+	}
 	engine := rules.NewEngine(cfg, opts)
 	s := rules.NewSession(addr, *name)
 	s.ID = "explain"

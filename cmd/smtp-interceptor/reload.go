@@ -76,6 +76,9 @@ type reloader struct {
 	// newDNS, when set, builds and starts the DNS list client of a
 	// configuration whose [dns] settings changed.
 	newDNS func(cfg *rules.Config) error
+	// newDirectory, when set, builds the directory client of a
+	// configuration whose [directory] changed and gives it to the engine.
+	newDirectory func(cfg *rules.Config) error
 	// done, when set, receives the result of each reload (tests).
 	done chan<- error
 	// notify, when set, is told RELOADING=1 and READY=1 around each reload.
@@ -306,6 +309,14 @@ func (r *reloader) apply(force bool, before snapshot, trigger string) error {
 			r.log.Error("the new [dns] settings cannot be used; the running DNS client stays", slog.Any("error", err))
 		} else {
 			r.log.Info("DNS list client restarted with the new [dns] settings")
+		}
+	}
+	if r.newDirectory != nil && directoryChanged(old, cfg) {
+		// A new client, with an empty cache and a new pool.
+		if err := r.newDirectory(cfg); err != nil {
+			r.log.Error("the new [directory] settings cannot be used; the running directory client stays", slog.Any("error", err))
+		} else if cfg.Directory.Enabled() {
+			r.log.Info("directory client restarted with the new [directory] settings", slog.String("directory", cfg.Directory.String()))
 		}
 	}
 	for _, warn := range cfg.Warnings {

@@ -43,7 +43,16 @@ func runReplay(ctx context.Context, args []string, e env) int {
 	if bad > 0 {
 		fmt.Fprintf(e.stderr, "replay: %d lines of %s are not session records; skipped\n", bad, fs.Arg(0))
 	}
-	rep := rules.Replay(ctx, cfg, records)
+	// [recipients] verify asks the live directory, through its cache;
+	// without one every recipient is taken to exist.
+	dir, err := newDirectoryClient(cfg, nil, nil)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "replay: %v; every recipient is taken to exist\n", err)
+	}
+	if dir != nil {
+		defer dir.Close()
+	}
+	rep := rules.Replay(ctx, cfg, records, engineDirectory(dir))
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")

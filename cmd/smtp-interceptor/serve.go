@@ -142,6 +142,14 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	default:
 		log.Warn("no DNS resolver; DNS lists, verify_host_name and verify_domain cannot be enabled", slog.Any("error", err))
 	}
+	dirc := &directoryClients{}
+	defer dirc.close()
+	dir, err := newDirectoryClient(cfg, counters, log)
+	if err != nil {
+		return err
+	}
+	dirc.set(dir)
+	opts.Directory = engineDirectory(dir)
 	engine := rules.NewEngine(cfg, opts)
 	if err := setCandidate(engine, cfg, log); err != nil {
 		return err
@@ -219,6 +227,15 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 			engine.SetDNS(c)
 			probes.start(c)
 			dnsc.set(c)
+			return nil
+		},
+		newDirectory: func(cfg *rules.Config) error {
+			c, err := newDirectoryClient(cfg, counters, log)
+			if err != nil {
+				return err
+			}
+			engine.SetDirectory(engineDirectory(c))
+			dirc.set(c)
 			return nil
 		}}
 	wg.Go(func() { rl.run(ctx, o.hup, o.usr1) })
@@ -436,7 +453,13 @@ func setCandidate(engine *rules.Engine, cfg *rules.Config, log *slog.Logger) err
 	if err != nil {
 		return fmt.Errorf("[server] candidate: %w", err)
 	}
-	engine.SetCandidate(rules.NewEngine(cand, rules.EngineOptions{DNS: engine.DNS()}))
+	// The candidate asks the live directory: one cache, one pool. A
+	// candidate [directory] that differs is noted, not connected to.
+	engine.SetCandidate(rules.NewEngine(cand, rules.EngineOptions{DNS: engine.DNS(), Directory: engine.Directory()}))
+	if cand.Directory.Enabled() && directoryChanged(cfg, cand) {
+		log.Warn("the candidate's [directory] differs from the running one; the candidate is decided with the running directory",
+			slog.String("file", cfg.Server.Candidate))
+	}
 	log.Info("candidate configuration loaded: every session is also decided under it, never answering",
 		slog.String("file", cfg.Server.Candidate))
 	return nil
@@ -486,6 +509,10 @@ func logStartup(log *slog.Logger, cfg *rules.Config, dnsClient bool) {
 	}
 	log.Info("dns", slog.Bool("client", dnsClient), slog.String("resolver", resolver), slog.String("lists", strings.Join(dnsl, " ")),
 		slog.Bool("verify_host_name", cfg.Connections.VerifyHostName), slog.Bool("verify_domain", cfg.MailFrom.VerifyDomain))
+	if d := &cfg.Directory; d.Enabled() {
+		log.Info("directory", slog.String("directory", d.String()), slog.Bool("verify", cfg.Recipients.Verify),
+			slog.Bool("reject_ambiguous", cfg.Recipients.RejectAmbiguous), slog.Bool("deny_groups", cfg.Recipients.DenyGroups))
+	}
 }
 
 // seconds adapts a Prometheus observer to a duration callback.

@@ -140,6 +140,19 @@ func printStats(w io.Writer, st *metrics.Stats, expand bool) {
 	for _, name := range names {
 		p("SMTPInterceptor.Control."+name+".Matches", st.Controls[name])
 	}
+	if d := st.Directory; d != nil {
+		// Domino has no statistic for this: it verifies recipients after
+		// the relay accepted them.
+		up := uint64(0)
+		if d.Up {
+			up = 1
+		}
+		p("SMTPInterceptor.Directory.Up", up)
+		for _, r := range []rules.DirectoryResult{rules.DirectoryFound, rules.DirectoryUnknown, rules.DirectoryAmbiguous,
+			rules.DirectoryGroup, rules.DirectoryError, rules.DirectoryCached} {
+			p("SMTPInterceptor.Directory.Lookups."+string(r), d.Lookups[string(r)])
+		}
+	}
 	p("SMTPInterceptor.ConfigReloads.ok", st.ConfigReloads["ok"])
 	p("SMTPInterceptor.ConfigReloads.error", st.ConfigReloads["error"])
 }

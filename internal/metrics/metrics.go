@@ -31,6 +31,7 @@ type Collector struct {
 	latency, reloads, controls      *prometheus.Desc
 	lastOK, lastLoaded, candDiffs   *prometheus.Desc
 	zoneLatency                     *prometheus.Desc
+	dirLookups, dirUp, dirLatency   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -57,6 +58,9 @@ func NewCollector(counters *rules.Counters) *Collector {
 		lastOK:      d("config_last_reload_success", "1 when the latest configuration reload was applied (or none was tried since start), 0 while the latest was refused and the previous configuration serves."),
 		lastLoaded:  d("config_last_reload_success_timestamp_seconds", "When a configuration was last applied (start or reload), in Unix seconds."),
 		controls:    d("control_matches_total", "Times each control fired (matched a list entry, refused, tempfailed or tagged), by control: whitelist, blacklist, connections, private_blacklist, dns_whitelist, dns_blacklist, helo, mail_from, recipients, commands, error_limit.", "control"),
+		dirLookups:  d("directory_lookups_total", "Recipient lookups of [recipients] verify in the Domino Directory, by result: found, unknown, ambiguous, group, error, and cached for an answer from the cache (no Domino statistic: Domino verifies after the relay accepted).", "result"),
+		dirUp:       d("directory_up", "1 while the Domino Directory ([directory] url) answers, 0 while it is unreachable; absent with no [directory]."),
+		dirLatency:  d("directory_lookup_duration_seconds", "Latency of recipient lookups in the Domino Directory, cache hits included."),
 		reloads:     d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
 	}
 }
@@ -64,7 +68,8 @@ func NewCollector(counters *rules.Counters) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
-		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs, c.zoneLatency} {
+		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs, c.zoneLatency,
+		c.dirLookups, c.dirUp, c.dirLatency} {
 		ch <- d
 	}
 }
@@ -104,17 +109,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for name, n := range s.CandidateDifferences {
 		counter(c.candDiffs, n, name)
 	}
-	buckets := make(map[float64]uint64, len(rules.DNSLatencyBuckets))
-	for i, le := range rules.DNSLatencyBuckets {
-		buckets[le] = s.DNSLatency.Buckets[i]
-	}
-	ch <- prometheus.MustNewConstHistogram(c.latency, s.DNSLatency.Count, s.DNSLatency.Sum, buckets)
+	ch <- prometheus.MustNewConstHistogram(c.latency, s.DNSLatency.Count, s.DNSLatency.Sum, histogramBuckets(s.DNSLatency))
 	for zone, h := range s.ZoneLatency {
-		zb := make(map[float64]uint64, len(rules.DNSLatencyBuckets))
-		for i, le := range rules.DNSLatencyBuckets {
-			zb[le] = h.Buckets[i]
+		ch <- prometheus.MustNewConstHistogram(c.zoneLatency, h.Count, h.Sum, histogramBuckets(h), zone)
+	}
+	if d := s.Directory; d != nil {
+		for r, n := range d.Lookups {
+			counter(c.dirLookups, n, r)
 		}
-		ch <- prometheus.MustNewConstHistogram(c.zoneLatency, h.Count, h.Sum, zb, zone)
+		up := 0.0
+		if d.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.dirUp, prometheus.GaugeValue, up)
+		ch <- prometheus.MustNewConstHistogram(c.dirLatency, d.Latency.Count, d.Latency.Sum, histogramBuckets(d.Latency))
 	}
 	for _, r := range []string{"ok", "error"} {
 		counter(c.reloads, s.ConfigReloads[r], r)
@@ -125,6 +133,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, ok)
 	ch <- prometheus.MustNewConstMetric(c.lastLoaded, prometheus.GaugeValue, float64(s.LastLoaded))
+}
+
+// histogramBuckets maps a snapshot's cumulative counts to their upper
+// bounds.
+func histogramBuckets(h rules.HistogramSnapshot) map[float64]uint64 {
+	b := make(map[float64]uint64, len(rules.DNSLatencyBuckets))
+	for i, le := range rules.DNSLatencyBuckets {
+		b[le] = h.Buckets[i]
+	}
+	return b
 }
 
 // NewRegistry returns a registry with the engine's collector, build_info

@@ -111,3 +111,45 @@ func TestPprofOnlyWhenOn(t *testing.T) {
 	on.Store(true)
 	is.Equal(get(), http.StatusOK)
 }
+
+// TestDirectoryMetrics: the directory series appear once a directory is
+// configured, with its lookups by result and its reachability, and
+// disappear when it is removed.
+func TestDirectoryMetrics(t *testing.T) {
+	is := is.New(t)
+	counters := new(rules.Counters)
+	srv := httptest.NewServer(Handler(NewRegistry(counters, "test"), counters, HandlerOptions{}))
+	defer srv.Close()
+	scrape := func() string {
+		resp, err := srv.Client().Get(srv.URL + "/metrics")
+		is.NoErr(err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	is.True(!strings.Contains(scrape(), "smtp_interceptor_directory_up")) // no [directory]
+
+	counters.SetDirectoryUp(true)
+	counters.ObserveDirectoryLookup(rules.DirectoryFound, 2*time.Millisecond)
+	counters.ObserveDirectoryLookup(rules.DirectoryUnknown, 2*time.Millisecond)
+	counters.ObserveDirectoryLookup(rules.DirectoryCached, time.Microsecond)
+	counters.ObserveDirectoryLookup(rules.DirectoryCached, time.Microsecond)
+	m := scrape()
+	for _, want := range []string{
+		"smtp_interceptor_directory_up 1",
+		`smtp_interceptor_directory_lookups_total{result="found"} 1`,
+		`smtp_interceptor_directory_lookups_total{result="unknown"} 1`,
+		`smtp_interceptor_directory_lookups_total{result="cached"} 2`,
+		`smtp_interceptor_directory_lookups_total{result="error"} 0`,
+		`smtp_interceptor_directory_lookup_duration_seconds_bucket{le="0.001"} 2`,
+		"smtp_interceptor_directory_lookup_duration_seconds_count 4",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	counters.SetDirectoryUp(false)
+	is.True(strings.Contains(scrape(), "smtp_interceptor_directory_up 0"))
+	counters.NoDirectory()
+	is.True(!strings.Contains(scrape(), "smtp_interceptor_directory_"))
+}
