@@ -362,11 +362,14 @@ type result struct {
 }
 
 // shared asks the server about addr (lower case), once for all the callers
-// asking at the same time, and caches the answer. The query runs with its
-// own timeout; a caller that gives up (ctx) does not cancel it for the
-// others.
+// asking at the same time, and caches the answer. The query runs in the
+// first caller's goroutine (no goroutine, no stack to grow, per lookup),
+// with its own timeout, which also bounds how long the others wait; a
+// caller whose ctx is done sooner still waits for it.
 func (c *Client) shared(ctx context.Context, addr string) (rules.DirectoryAnswer, error) {
-	ch := c.flight.DoChan(addr, func() (any, error) {
+	c.waiting.Add(1)
+	defer c.waiting.Add(-1)
+	run := func() (any, error) {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 		defer cancel()
 		ans, err := c.query(qctx, addr)
@@ -378,9 +381,17 @@ func (c *Client) shared(ctx context.Context, addr string) (rules.DirectoryAnswer
 			c.cache.put(addr, ans, c.now().Add(ttl))
 		}
 		return result{ans, err}, nil
-	})
-	c.waiting.Add(1)
-	defer c.waiting.Add(-1)
+	}
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) >= c.cfg.Timeout {
+		// The usual case (the servers give no deadline): the query's own
+		// timeout comes first, so the caller may run it in its goroutine.
+		v, _, _ := c.flight.Do(addr, run)
+		res := v.(result)
+		return res.ans, res.err
+	}
+	// A caller in more of a hurry than the timeout leaves on its own
+	// deadline; the query goes on for the others.
+	ch := c.flight.DoChan(addr, run)
 	select {
 	case r := <-ch:
 		res := r.Val.(result)

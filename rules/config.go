@@ -82,6 +82,12 @@ type Config struct {
 	Commands         CommandsConfig
 	Tags             TagsConfig
 	Directory        DirectoryConfig
+	State            StateConfig
+	Admin            AdminConfig
+	Bans             BansConfig
+	Autoban          AutobanConfig
+	// RateLimits are the [[ratelimit]] rules, in the order written.
+	RateLimits []RateLimit `key:"ratelimit"`
 }
 
 // ServerConfig is the [server] section.

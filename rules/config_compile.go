@@ -163,6 +163,7 @@ func (b *builder) compile(raw *rawConfig) *Config {
 	b.compileLists(raw, cfg)
 	b.compileSMTP(raw, cfg)
 	b.compileDirectory(raw, cfg)
+	b.compileState(raw, cfg)
 	cfg.Files = b.files
 	b.modes(raw, cfg)
 	cfg.Warnings = append(b.warns, commandWarnings(cfg)...)
@@ -504,6 +505,7 @@ func (b *builder) modes(raw *rawConfig, cfg *Config) {
 		{ControlPrivateBlacklist, raw.PrivateBlacklist.Mode}, {ControlDNSBlacklist, raw.DNSBlacklist.Mode},
 		{ControlHelo, raw.Helo.Mode}, {ControlMailFrom, raw.MailFrom.Mode},
 		{ControlRecipients, raw.Recipients.Mode}, {ControlCommands, raw.Commands.Mode},
+		{ControlBans, raw.Bans.Mode},
 	} {
 		switch m.mode {
 		case "enforce":

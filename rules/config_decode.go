@@ -31,6 +31,10 @@ func decodeRaw(file, text string, raw *rawConfig, lines *lineIndex) (errs []*Con
 	rv := reflect.ValueOf(raw).Elem()
 	for _, name := range sortedKeys(sections) {
 		field, ok := fieldByTag(rv, name)
+		if ok && field.Kind() == reflect.Slice && field.Type().Elem().Kind() == reflect.Struct {
+			errs = append(errs, decodeTables(file, name, md, sections[name], field, lines)...)
+			continue
+		}
 		if !ok || field.Kind() != reflect.Struct {
 			errs = append(errs, &ConfigError{Key: name, File: file, Line: lines.key(name),
 				Err: fmt.Errorf("unknown %s; known sections: %s", describeTOML(md.Type(name), "key"), strings.Join(tagNames(rv.Type()), ", "))})
@@ -42,25 +46,56 @@ func decodeRaw(file, text string, raw *rawConfig, lines *lineIndex) (errs []*Con
 				Err: fmt.Errorf("must be a table ([%s]), not %s", name, strings.ToLower(md.Type(name)))})
 			continue
 		}
-		for _, key := range sortedKeys(keys) {
-			full := name + "." + key
-			kf, ok := fieldByTag(field, key)
-			if !ok {
-				errs = append(errs, &ConfigError{Key: full, File: file, Line: lines.key(full),
-					Err: fmt.Errorf("unknown key; keys of [%s] are: %s", name, strings.Join(tagNames(field.Type()), ", "))})
-				continue
-			}
-			// Decode into a fresh value so a failed decode leaves the default.
-			dst := reflect.New(kf.Type())
-			if err := md.PrimitiveDecode(keys[key], dst.Interface()); err != nil {
-				errs = append(errs, &ConfigError{Key: full, File: file, Line: lines.key(full),
-					Err: fmt.Errorf("wrong type: want %s, got %s", goTypeName(kf.Type()), strings.ToLower(md.Type(name, key)))})
-				continue
-			}
-			kf.Set(dst.Elem())
-		}
+		errs = append(errs, decodeKeys(file, name, []string{name}, md, keys, field, lines)...)
 	}
 	return errs, true
+}
+
+// decodeKeys decodes a table's keys into the fields of a struct, each on
+// its own, so a bad key does not hide the others. section names the table
+// in errors ("server", "ratelimit[0]"); path is its TOML path, for types.
+func decodeKeys(file, section string, path []string, md toml.MetaData, keys map[string]toml.Primitive, field reflect.Value, lines *lineIndex) []*ConfigError {
+	var errs []*ConfigError
+	for _, key := range sortedKeys(keys) {
+		full := section + "." + key
+		kf, ok := fieldByTag(field, key)
+		if !ok {
+			errs = append(errs, &ConfigError{Key: full, File: file, Line: lines.key(full),
+				Err: fmt.Errorf("unknown key; keys of [%s] are: %s", section, strings.Join(tagNames(field.Type()), ", "))})
+			continue
+		}
+		// Decode into a fresh value so a failed decode leaves the default.
+		dst := reflect.New(kf.Type())
+		if err := md.PrimitiveDecode(keys[key], dst.Interface()); err != nil {
+			got := strings.ToLower(md.Type(append(append([]string(nil), path...), key)...))
+			if got == "" {
+				got = "another type"
+			}
+			errs = append(errs, &ConfigError{Key: full, File: file, Line: lines.key(full),
+				Err: fmt.Errorf("wrong type: want %s, got %s", goTypeName(kf.Type()), got)})
+			continue
+		}
+		kf.Set(dst.Elem())
+	}
+	return errs
+}
+
+// decodeTables decodes an array of tables ([[ratelimit]]) into a slice of
+// structs, each table key by key; table i is named "name[i]" in errors.
+func decodeTables(file, name string, md toml.MetaData, prim toml.Primitive, field reflect.Value, lines *lineIndex) []*ConfigError {
+	var tables []map[string]toml.Primitive
+	if md.Type(name) != "ArrayHash" || md.PrimitiveDecode(prim, &tables) != nil {
+		return []*ConfigError{{Key: name, File: file, Line: lines.key(name),
+			Err: fmt.Errorf("must be an array of tables ([[%s]]), not %s", name, strings.ToLower(md.Type(name)))}}
+	}
+	var errs []*ConfigError
+	out := reflect.MakeSlice(field.Type(), len(tables), len(tables))
+	for i, keys := range tables {
+		section := fmt.Sprintf("%s[%d]", name, i)
+		errs = append(errs, decodeKeys(file, section, nil, md, keys, out.Index(i), lines)...)
+	}
+	field.Set(out)
+	return errs
 }
 
 func describeTOML(tomlType, fallback string) string {
@@ -130,9 +165,26 @@ type lineIndex struct {
 func newLineIndex(text string) *lineIndex {
 	li := &lineIndex{lines: strings.Split(text, "\n"), keys: map[string]int{}}
 	section := ""
+	var tables map[string]int // arrays of tables seen so far, by name
 	for i, line := range li.lines {
 		t := strings.TrimSpace(line)
 		if t == "" || t[0] == '#' {
+			continue
+		}
+		if strings.HasPrefix(t, "[[") {
+			// An array of tables: its n-th table is "name[n]".
+			if end := strings.Index(t, "]]"); end > 2 {
+				name := strings.Trim(strings.TrimSpace(t[2:end]), `"'`)
+				if _, ok := li.keys[name]; !ok {
+					li.keys[name] = i + 1
+				}
+				if tables == nil {
+					tables = map[string]int{}
+				}
+				section = fmt.Sprintf("%s[%d]", name, tables[name])
+				tables[name]++
+				li.keys[section] = i + 1
+			}
 			continue
 		}
 		if t[0] == '[' {

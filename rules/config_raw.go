@@ -21,6 +21,55 @@ type rawConfig struct {
 	Commands         rawCommands         `toml:"commands"`
 	Tags             rawTags             `toml:"tags"`
 	Directory        rawDirectory        `toml:"directory"`
+	State            rawState            `toml:"state"`
+	Admin            rawAdmin            `toml:"admin"`
+	Bans             rawBans             `toml:"bans"`
+	Autoban          rawAutoban          `toml:"autoban"`
+	RateLimits       []rawRateLimit      `toml:"ratelimit"`
+}
+
+type rawState struct {
+	Backend      string   `toml:"backend"`
+	File         string   `toml:"file"`
+	Addrs        []string `toml:"addrs"`
+	MasterName   string   `toml:"master_name"`
+	DB           int      `toml:"db"`
+	Username     string   `toml:"username"`
+	PasswordFile string   `toml:"password_file"`
+	TLS          bool     `toml:"tls"`
+	CAFile       string   `toml:"ca_file"`
+	Prefix       string   `toml:"prefix"`
+	Timeout      string   `toml:"timeout"`
+	Relay        string   `toml:"relay"`
+}
+
+type rawAdmin struct {
+	Listen    string `toml:"listen"`
+	TokenFile string `toml:"token_file"`
+}
+
+type rawBans struct {
+	Message string `toml:"message"`
+	Mode    string `toml:"mode"`
+}
+
+type rawAutoban struct {
+	Enabled  bool   `toml:"enabled"`
+	Refusals int    `toml:"refusals"`
+	Within   string `toml:"within"`
+	BanFor   string `toml:"ban_for"`
+	NetV4    int    `toml:"net_v4"`
+	NetV6    int    `toml:"net_v6"`
+}
+
+type rawRateLimit struct {
+	Name    string `toml:"name"`
+	Key     string `toml:"key"`
+	Count   string `toml:"count"`
+	Limit   int    `toml:"limit"`
+	Per     string `toml:"per"`
+	Action  string `toml:"action"`
+	Message string `toml:"message"`
 }
 
 type rawServer struct {
@@ -230,10 +279,14 @@ func defaults() rawConfig {
 			Connections:  4,
 			OnError:      "tempfail",
 		},
+		State:   rawState{Backend: "memory", Prefix: "smtpi:", Timeout: "50ms"},
+		Admin:   rawAdmin{Listen: "127.0.0.1:10063"},
+		Bans:    rawBans{Message: "Your host %s is banned"},
+		Autoban: rawAutoban{Refusals: 5, Within: "10m", BanFor: "1h", NetV4: 32, NetV6: 64},
 	}
 	// Every control enforces its refusals unless told to shadow them.
 	for _, m := range []*string{&r.Blacklist.Mode, &r.Connections.Mode, &r.PrivateBlacklist.Mode, &r.DNSBlacklist.Mode,
-		&r.Helo.Mode, &r.MailFrom.Mode, &r.Recipients.Mode, &r.Commands.Mode} {
+		&r.Helo.Mode, &r.MailFrom.Mode, &r.Recipients.Mode, &r.Commands.Mode, &r.Bans.Mode} {
 		*m = "enforce"
 	}
 	return r

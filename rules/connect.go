@@ -17,6 +17,7 @@ func (e *Engine) runConnect(ctx context.Context, cfg *Config, s *Session) {
 	wl := e.whitelist(cfg, s, &t) // 1
 	switch {
 	case wl && cfg.Whitelist.Scope == ScopeAll: // bypasses everything
+	case e.banned(cfg, s, &t): // 1a: the bans of [state], right after the whitelist
 	case e.blacklist(cfg, s, &t): // 2: Domino's "Deny connections from"
 	case e.connectionsAllow(cfg, s, &t): // 2a: "Allow connections only from"
 	case wl: // scope lists: Domino's private whitelist skips rows 3–5 only
@@ -24,6 +25,17 @@ func (e *Engine) runConnect(ctx context.Context, cfg *Config, s *Session) {
 	case e.privateBlacklist(cfg, s, &t): // 3: overrides the DNS whitelists
 	default:
 		e.dnsLists(ctx, cfg, s, &t) // 4 and 5
+	}
+	if r.Refusal == nil && !wl {
+		// [[ratelimit]] count = "connections": only connections that
+		// the lists let in are counted.
+		v := Verdict{Stage: StageConnect}
+		limited := e.rateLimit(ctx, cfg, s, RateCountConnections, &v)
+		r.Trace = append(r.Trace, v.Trace...)
+		if limited {
+			v.Trace = nil
+			r.Refusal, r.Reason = &v, v.Reason
+		}
 	}
 }
 

@@ -34,6 +34,7 @@ type Counters struct {
 	reloadsFailed    atomic.Uint64
 	expanded         expandedStats
 	directory        directoryCounters
+	state            stateCounters
 	now              func() time.Time // nil: time.Now
 }
 
@@ -318,6 +319,8 @@ type Snapshot struct {
 	// Directory is [recipients] verify's lookups; nil with no
 	// [directory].
 	Directory *DirectorySnapshot `json:"directory,omitempty"`
+	// State is the state backend's: bans, rate limits, reachability.
+	State StateSnapshot `json:"state"`
 }
 
 // VerdictCount is the number of verdicts with one stage, action and
@@ -336,7 +339,7 @@ type VerdictCount struct {
 // order (controlIndex); any other counts as ControlNone.
 var countedControls = [...]Control{ControlNone, ControlAuthenticated, ControlWhitelist, ControlBlacklist,
 	ControlConnections, ControlPrivateBlacklist, ControlDNSWhitelist, ControlDNSBlacklist, ControlHelo,
-	ControlMailFrom, ControlRecipients, ControlCommands, ControlErrorLimit}
+	ControlMailFrom, ControlRecipients, ControlCommands, ControlErrorLimit, ControlBans, ControlRateLimit}
 
 const numControls = len(countedControls)
 
@@ -368,6 +371,10 @@ func controlIndex(ctl Control) int {
 		return 11
 	case ControlErrorLimit:
 		return 12
+	case ControlBans:
+		return 13
+	case ControlRateLimit:
+		return 14
 	}
 	return 0
 }
@@ -404,6 +411,7 @@ func (c *Counters) Snapshot() Snapshot {
 	}
 	s.CandidateDifferences = map[string]uint64{}
 	s.Directory = c.directorySnapshot()
+	s.State = c.stateSnapshot()
 	c.candidateDiffs.Range(func(k, v any) bool {
 		s.CandidateDifferences[string(k.(Control))] = v.(*atomic.Uint64).Load()
 		return true

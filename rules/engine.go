@@ -17,6 +17,8 @@ type Engine struct {
 	cfg atomic.Pointer[Config]
 	dns atomic.Pointer[dnsHolder]
 	dir atomic.Pointer[directoryHolder]
+	// state holds the bans and the rate limiter (SetState).
+	state atomic.Pointer[stateHolder]
 	// candidate decides every session too, never answering ([server]
 	// candidate); nil when there is none.
 	candidate atomic.Pointer[Engine]
@@ -44,6 +46,10 @@ type EngineOptions struct {
 	// Directory answers [recipients] verify; nil makes every verification
 	// a directory error (tempfail, or accept with on_error = "accept").
 	Directory Directory
+	// Bans are the state backend's bans; nil: none.
+	Bans BanList
+	// Limiter counts [[ratelimit]] rules; nil: no rate limits.
+	Limiter RateLimiter
 }
 
 // NewEngine returns an engine serving cfg.
@@ -51,6 +57,7 @@ func NewEngine(cfg *Config, opts EngineOptions) *Engine {
 	e := &Engine{counters: opts.Counters, log: opts.Logger, obs: opts.Observer, now: opts.Now}
 	e.SetDNS(opts.DNS)
 	e.SetDirectory(opts.Directory)
+	e.SetState(opts.Bans, opts.Limiter)
 	if e.now == nil {
 		e.now = time.Now
 	}

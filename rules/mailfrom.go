@@ -24,6 +24,11 @@ func (e *Engine) mailStage(ctx context.Context, s *Session, from string) Verdict
 	s.MailFrom = from
 	s.mailSeen = true
 	if e.gate(ctx, cfg, s, "MAIL", &v) {
+		if !v.Action.Refuses() {
+			// Exempt from the controls, not always from sasl_user
+			// rate limits.
+			e.rateLimit(ctx, cfg, s, RateCountMessages, &v)
+		}
 		return e.finish(s, v)
 	}
 	if s.Helo == "" && cfg.Helo.RejectEmpty {
@@ -63,6 +68,7 @@ func (e *Engine) mailStage(ctx context.Context, s *Session, from string) Verdict
 	if s.Trace {
 		v.trace(s, ControlMailFrom, "no match", strconv.Quote(from)+" is not a prohibited sender")
 	}
+	e.rateLimit(ctx, cfg, s, RateCountMessages, &v)
 	return e.finish(s, v)
 }
 

@@ -20,6 +20,9 @@ func (e *Engine) rcptStage(ctx context.Context, s *Session, rcpt string) Verdict
 	cfg := e.cfg.Load()
 	v := Verdict{Stage: StageRcpt}
 	if e.gate(ctx, cfg, s, "RCPT", &v) {
+		if !v.Action.Refuses() {
+			e.rateLimit(ctx, cfg, s, RateCountRecipients, &v)
+		}
 		return e.rcptDone(s, rcpt, v)
 	}
 	r := &cfg.Recipients
@@ -58,6 +61,7 @@ func (e *Engine) rcptStage(ctx context.Context, s *Session, rcpt string) Verdict
 		}
 		v.trace(s, ControlRecipients, "no match", detail)
 	}
+	e.rateLimit(ctx, cfg, s, RateCountRecipients, &v)
 	return e.rcptDone(s, rcpt, v)
 }
 

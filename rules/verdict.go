@@ -103,6 +103,10 @@ const (
 	ControlMailFrom         Control = "mail_from"
 	ControlRecipients       Control = "recipients"
 	ControlCommands         Control = "commands"
+	// ControlBans refuses a client the state backend has a ban for.
+	ControlBans Control = "bans"
+	// ControlRateLimit tempfails (or refuses) past a [[ratelimit]] rule.
+	ControlRateLimit Control = "ratelimit"
 )
 
 // Header is a header field the MTA is asked to add to the message.

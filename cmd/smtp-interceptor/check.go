@@ -150,6 +150,30 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 	}
 	p("commands", "deny %s; allow %s", setOrNone(cfg.Commands.Deny), setOrNone(cfg.Commands.Allow))
 	p("tags", "%s, %s, Authentication-Results %s", cfg.Tags.DNSBLHeader, cfg.Tags.DNSWLHeader, onOff(cfg.Tags.AuthenticationResults))
+	if st := cfg.State; st.Backend == "redis" {
+		p("state", "redis %s, prefix %q, timeout %s, relay %s", strings.Join(st.Addrs, ", "), st.Prefix, st.Timeout, relayName(cfg))
+	} else {
+		p("state", "memory, bans kept in %s", orNone(st.File))
+	}
+	adminState := "off (no token_file)"
+	if cfg.Admin.Listen == "" {
+		adminState = "off"
+	} else if cfg.Admin.Token != "" {
+		adminState = cfg.Admin.Listen
+	}
+	p("admin", "%s", adminState)
+	if a := cfg.Autoban; a.Enabled {
+		p("autoban", "%d refusals within %s ban for %s (IPv4 /%d, IPv6 /%d)", a.Refusals, a.Within, a.BanFor, a.NetV4, a.NetV6)
+	} else {
+		p("autoban", "off")
+	}
+	for _, r := range cfg.RateLimits {
+		action := "tempfail"
+		if r.Reject {
+			action = "reject"
+		}
+		p("ratelimit", "%s: %d %s per %s by %s, %s", r.Name, r.Limit, r.Count, r.Per, r.Key, action)
+	}
 	if len(cfg.Warnings) == 0 {
 		fmt.Fprintln(w, "no warnings")
 		return

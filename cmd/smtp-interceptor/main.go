@@ -47,7 +47,10 @@ commands:
   check    validate a configuration and summarize it
   explain  run one simulated session and show every decision
   replay   decide a session log again under a configuration
-  stats    print a running server's counters the Domino way
+  stats    print a running server's counters the Domino way (--cluster: the fleet's)
+  ban      ban a client address or network on every relay of the fleet
+  unban    lift a ban
+  bans     list the bans in force
   bench    drive a policy server or a milter with load and measure it
   version  print the version, the Go version and the platform
 
@@ -93,6 +96,12 @@ func run(ctx context.Context, args []string, e env) int {
 		return runExplain(ctx, args[1:], e)
 	case "replay":
 		return runReplay(ctx, args[1:], e)
+	case "ban":
+		return runBan(ctx, args[1:], e)
+	case "unban":
+		return runUnban(ctx, args[1:], e)
+	case "bans":
+		return runBans(ctx, args[1:], e)
 	case "version", "-version", "--version":
 		return runVersion(args[1:], e.stdout, e.stderr)
 	case "help":

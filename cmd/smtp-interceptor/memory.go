@@ -13,9 +13,15 @@ import (
 // (about 140 MB live) that is 280 MB for nothing.
 const gcHeadroom = 64 << 20
 
+// maxGCPercent bounds GOGC for a tiny live heap.
+const maxGCPercent = 800
+
 // tuneMemory returns the garbage of a configuration load to the OS and
-// sets the collector's pace so the heap stays within gcHeadroom of the
-// live data. An administrator's GOGC or GOMEMLIMIT is left alone.
+// sets the collector's pace so the heap may grow gcHeadroom above the
+// live data, whatever its size: less than Go's default for a large
+// configuration, more for a small one, which would otherwise be collected
+// every few megabytes under load (a cold directory lookup allocates some
+// 10 KB in go-ldap). An administrator's GOGC or GOMEMLIMIT is left alone.
 func tuneMemory(log *slog.Logger) {
 	debug.FreeOSMemory()
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
@@ -23,10 +29,8 @@ func tuneMemory(log *slog.Logger) {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	pct := 100
-	if live := ms.HeapAlloc; live > gcHeadroom {
-		pct = max(int(100*gcHeadroom/live), 25)
-	}
+	pct := min(int(100*gcHeadroom/max(ms.HeapAlloc, 1)), maxGCPercent)
+	pct = max(pct, 25)
 	if old := debug.SetGCPercent(pct); old != pct {
 		log.Debug("garbage collector paced for the configuration", slog.Uint64("live_heap_bytes", ms.HeapAlloc), slog.Int("gogc", pct))
 	}

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -586,6 +587,9 @@ func restartKeys(old, cfg *rules.Config) []string {
 	diff("server.metrics", old.Server.Metrics != cfg.Server.Metrics)
 	diff("server.socket_mode", old.Server.SocketMode != cfg.Server.SocketMode)
 	diff("log.format", old.Log.Format != cfg.Log.Format)
+	diff("state", !reflect.DeepEqual(old.State, cfg.State))
+	diff("admin.listen", old.Admin.Listen != cfg.Admin.Listen)
+	diff("admin.token_file", old.Admin.Token != cfg.Admin.Token)
 	return keys
 }
 

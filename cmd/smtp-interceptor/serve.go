@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/smtp-interceptor/smtp-interceptor/internal/admin"
+	"github.com/smtp-interceptor/smtp-interceptor/internal/autoban"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/fail2ban"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/listen"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/logfile"
@@ -28,6 +30,7 @@ import (
 	"github.com/smtp-interceptor/smtp-interceptor/policy"
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
 	"github.com/smtp-interceptor/smtp-interceptor/rules/dnsclient"
+	"github.com/smtp-interceptor/smtp-interceptor/state"
 )
 
 // drainTimeout bounds how long serve waits for in-flight requests after
@@ -123,10 +126,26 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	// the world).
 	f2bObs := fail2ban.New(f2b, log, &fail2ban.Options{Suspensions: counters})
 	defer f2bObs.Close() // before f2b is closed: deferred calls run last first
+	// The dynamic state ([state]): bans, automatic bans, rate limits.
+	backend, err := openState(cfg, log, counters.SetStateUp)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+	var engine *rules.Engine // set below; the observers read its configuration
+	relay := relayName(cfg)
+	ab := autoban.New(autoban.Options{Backend: backend, Relay: relay, Logger: log,
+		Config: func() rules.AutobanConfig { return engine.Config().Autoban },
+		OnBan: func(b state.Ban) {
+			counters.Autobanned()
+			f2bObs.WriteBan(b.Prefix, b.Reason)
+		}})
 	opts := rules.EngineOptions{
 		Logger:   log,
 		Counters: counters,
-		Observer: rules.Observers{sessionlog.New(sessions, log), f2bObs},
+		Observer: rules.Observers{sessionlog.New(sessions, log), f2bObs, ab},
+		Bans:     stateBans{backend},
+		Limiter:  stateLimiter{backend},
 	}
 	reg := metrics.NewRegistry(counters, buildVersion())
 	ops := metrics.NewOps(reg)
@@ -150,7 +169,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	}
 	dirc.set(dir)
 	opts.Directory = engineDirectory(dir)
-	engine := rules.NewEngine(cfg, opts)
+	engine = rules.NewEngine(cfg, opts)
 	if err := setCandidate(engine, cfg, log); err != nil {
 		return err
 	}
@@ -207,6 +226,24 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		}, nil)
 	}
 
+	// The admin API (bans) is served only with a token: without one,
+	// anyone who can reach the port could ban the world.
+	var adminLn net.Listener
+	switch {
+	case cfg.Admin.Listen != "" && cfg.Admin.Token != "":
+		ln, err := listen.Listen(cfg.Admin.Listen, 0)
+		if err != nil {
+			closeAll()
+			if metricsLn != nil {
+				metricsLn.Close()
+			}
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		adminLn = ln
+	case cfg.Admin.Listen != "":
+		log.Info("admin API off: [admin] token_file is not set", slog.String("listen", cfg.Admin.Listen))
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -240,6 +277,14 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		}}
 	wg.Go(func() { rl.run(ctx, o.hup, o.usr1) })
 	wg.Go(func() { f2bObs.Run(ctx) })
+	wg.Go(func() { ab.Run(ctx) })
+	wg.Go(func() { publishStats(ctx, backend, relay, counters, statsInterval) })
+	ops.Gauge("state_backend_up", "1 while the [state] backend answers (the memory backend always does), 0 while Redis is unreachable: bans are then enforced from the local copy, rate limits and automatic-ban counting pause.", nil,
+		func() float64 { return boolGauge(backend.Up()) })
+	ops.Gauge("bans", "Bans in force (dynamic, from ban, the admin API and [autoban]), in this relay's copy.", nil,
+		func() float64 { return float64(len(backend.Bans())) })
+	ops.Counter("autoban_dropped_total", "Refusals not counted towards [autoban] because the queue to the state backend was full.", nil,
+		func() float64 { return float64(ab.Dropped()) })
 	ops.Log("process", procLog)
 	ops.Log("sessions", sessions)
 	ops.Log("fail2ban", f2b)
@@ -308,6 +353,17 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		})
 	}
 
+	var asrv *http.Server
+	if adminLn != nil {
+		asrv = metricsServer(admin.Handler(admin.Options{Backend: backend, Token: string(cfg.Admin.Token), Relay: relay, Logger: log}))
+		log.Info("admin API listening", slog.String("addr", adminLn.Addr().String()))
+		wg.Go(func() {
+			if err := asrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin: %w", err)
+			}
+		})
+	}
+
 	tell(notify, log, notifyReady) // every listener is open and served
 
 	var failed error
@@ -337,6 +393,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	})
 	if hsrv != nil {
 		drain.Go(func() { hsrv.Shutdown(dctx) })
+	}
+	if asrv != nil {
+		drain.Go(func() { asrv.Shutdown(dctx) })
 	}
 	drain.Wait()
 	wg.Wait()

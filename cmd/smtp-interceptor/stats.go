@@ -26,12 +26,20 @@ func runStats(ctx context.Context, args []string, e env) int {
 	asJSON := fs.Bool("json", false, "print the server's /stats document as it is")
 	entries := fs.Bool("entries", false, "list every list entry with its hits and last hit, instead of the counters")
 	unused := fs.Bool("unused", false, "with --entries: only the entries that never matched")
-	if code, done := parseFlags(fs, "smtp-interceptor stats [-c FILE | --addr A] [--expand] [--json] [--entries [--unused]]", args, stdout, stderr); done {
+	cluster := fs.Bool("cluster", false, "the fleet's counters, summed and per relay, from [state] (backend = \"redis\")")
+	if code, done := parseFlags(fs, "smtp-interceptor stats [-c FILE | --addr A] [--expand] [--json] [--entries [--unused]] [--cluster]", args, stdout, stderr); done {
 		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "stats: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
+	}
+	if *cluster {
+		cfg, ok := loadConfig(e.configPath(fs, *given), stderr)
+		if !ok {
+			return exitUsage
+		}
+		return printCluster(ctx, cfg, stdout, *asJSON)
 	}
 	target := *addr
 	if target == "" {

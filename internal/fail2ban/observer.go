@@ -3,6 +3,7 @@ package fail2ban
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -259,6 +260,20 @@ func (o *Observer) Stats() Stats {
 	held := len(o.held) - o.head
 	o.mu.Unlock()
 	return Stats{Held: held, DroppedSuspended: o.droppedSuspended.Load(), DroppedOverflow: o.droppedOverflow.Load()}
+}
+
+// WriteBan writes the line of a ban made by [autoban], at once, for the
+// network banned (its address for a single host), so that fail2ban can
+// block it in the firewall too.
+func (o *Observer) WriteBan(p netip.Prefix, reason string) {
+	if !o.out.Enabled() {
+		return
+	}
+	ip := p.Addr().String()
+	if p.Bits() != p.Addr().BitLen() {
+		ip = p.String()
+	}
+	o.write(Line(o.now(), ip, reason))
 }
 
 // Message implements rules.Observer; the fail2ban log keeps refusals only.

@@ -32,6 +32,8 @@ type Collector struct {
 	lastOK, lastLoaded, candDiffs   *prometheus.Desc
 	zoneLatency                     *prometheus.Desc
 	dirLookups, dirUp, dirLatency   *prometheus.Desc
+	rateLimited, rateErrors         *prometheus.Desc
+	autobans                        *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -61,6 +63,9 @@ func NewCollector(counters *rules.Counters) *Collector {
 		dirLookups:  d("directory_lookups_total", "Recipient lookups of [recipients] verify in the Domino Directory, by result: found, unknown, ambiguous, group, error, and cached for an answer from the cache (no Domino statistic: Domino verifies after the relay accepted).", "result"),
 		dirUp:       d("directory_up", "1 while the Domino Directory ([directory] url) answers, 0 while it is unreachable; absent with no [directory]."),
 		dirLatency:  d("directory_lookup_duration_seconds", "Latency of recipient lookups in the Domino Directory, cache hits included."),
+		rateLimited: d("ratelimit_refusals_total", "Requests refused or tempfailed by a [[ratelimit]] rule, by rule name.", "rule"),
+		rateErrors:  d("ratelimit_errors_total", "Requests let through without being counted because the [state] backend could not be asked (rate limits fail open)."),
+		autobans:    d("autobans_total", "Clients (or networks) this relay banned by [autoban]."),
 		reloads:     d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
 	}
 }
@@ -69,7 +74,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
 		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs, c.zoneLatency,
-		c.dirLookups, c.dirUp, c.dirLatency} {
+		c.dirLookups, c.dirUp, c.dirLatency, c.rateLimited, c.rateErrors, c.autobans} {
 		ch <- d
 	}
 }
@@ -124,6 +129,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.dirUp, prometheus.GaugeValue, up)
 		ch <- prometheus.MustNewConstHistogram(c.dirLatency, d.Latency.Count, d.Latency.Sum, histogramBuckets(d.Latency))
 	}
+	for rule, n := range s.State.RateLimited {
+		counter(c.rateLimited, n, rule)
+	}
+	counter(c.rateErrors, s.State.RateLimitErrors)
+	counter(c.autobans, s.State.Autobans)
 	for _, r := range []string{"ok", "error"} {
 		counter(c.reloads, s.ConfigReloads[r], r)
 	}

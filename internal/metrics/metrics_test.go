@@ -153,3 +153,40 @@ func TestDirectoryMetrics(t *testing.T) {
 	counters.NoDirectory()
 	is.True(!strings.Contains(scrape(), "smtp_interceptor_directory_"))
 }
+
+// TestStateMetrics: rate-limit refusals by rule, limiter errors and
+// automatic bans are exported.
+func TestStateMetrics(t *testing.T) {
+	is := is.New(t)
+	cfg, err := rules.Parse("", "[[ratelimit]]\nname = \"per-client\"\nkey = \"client\"\ncount = \"messages\"\nlimit = 1\nper = \"1h\"\n")
+	is.NoErr(err)
+	counters := new(rules.Counters)
+	e := rules.NewEngine(cfg, rules.EngineOptions{Counters: counters, Limiter: noneAllowed{}})
+	for range 3 {
+		s := rules.NewSession(netip.MustParseAddr("192.0.2.1"), "")
+		e.Mail(context.Background(), s, "a@example.com")
+	}
+	counters.Autobanned()
+	srv := httptest.NewServer(Handler(NewRegistry(counters, "test"), counters, HandlerOptions{}))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/metrics")
+	is.NoErr(err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`smtp_interceptor_ratelimit_refusals_total{rule="per-client"} 3`,
+		"smtp_interceptor_ratelimit_errors_total 0",
+		"smtp_interceptor_autobans_total 1",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// noneAllowed is a limiter that allows nothing.
+type noneAllowed struct{}
+
+func (noneAllowed) Allow(context.Context, string, int, time.Duration, int) (rules.RateDecision, error) {
+	return rules.RateDecision{RetryAfter: time.Second}, nil
+}
