@@ -414,14 +414,20 @@ func (c *Client) query(ctx context.Context, addr string) (rules.DirectoryAnswer,
 	}
 	defer func() { <-c.slots }()
 
-	cn, reused := c.take()
-	if cn == nil {
-		var reachable bool
-		var err error
-		cn, reachable, err = c.connect(ctx)
+	// dial connects a new connection; a failure is the lookup's.
+	dial := func() (*conn, error) {
+		cn, reachable, err := c.connect(ctx)
 		if err != nil {
 			c.failed(err, reachable)
-			return ans, fmt.Errorf("directory: lookup %s: %w", addr, err)
+			return nil, fmt.Errorf("directory: lookup %s: %w", addr, err)
+		}
+		return cn, nil
+	}
+	cn, reused := c.take()
+	if cn == nil {
+		var err error
+		if cn, err = dial(); err != nil {
+			return ans, err
 		}
 	}
 	c.count()
@@ -429,12 +435,9 @@ func (c *Client) query(ctx context.Context, addr string) (rules.DirectoryAnswer,
 	if err != nil && reused && !answered(err) && ctx.Err() == nil {
 		// A pooled connection the server has closed since: try a new one.
 		cn.close()
-		var reachable bool
-		var cerr error
-		cn, reachable, cerr = c.connect(ctx)
-		if cerr != nil {
-			c.failed(cerr, reachable)
-			return ans, fmt.Errorf("directory: lookup %s: %w", addr, cerr)
+		var derr error
+		if cn, derr = dial(); derr != nil {
+			return ans, derr
 		}
 		c.count()
 		entries, err = c.search(ctx, cn, ans.Query)

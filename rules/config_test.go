@@ -201,20 +201,34 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			is := is.New(t)
-			_, err := Parse("test.toml", tt.toml)
-			is.True(err != nil)
-			errs := configErrors(t, err)
-			is.Equal(len(errs), 1)
-			e := errs[0]
-			is.Equal(e.Key, tt.key)
-			is.Equal(e.Line, tt.line)
-			is.True(strings.Contains(e.Error(), tt.want)) // names what is wrong
+			e := oneConfigError(t, tt.toml, tt.key, tt.line, tt.want)
 			if tt.key != "" {
-				is.True(strings.Contains(e.Error(), tt.key)) // the message names the key
+				is.New(t).True(strings.Contains(e.Error(), tt.key)) // the message names the key
 			}
 		})
 	}
+}
+
+// oneConfigError parses text and checks it fails on key at line (0: any
+// line) with a message containing want; any further error must be about
+// the same key (a wrong type then also fails the key's own check). It
+// returns the first error.
+func oneConfigError(t *testing.T, text, key string, line int, want string) *ConfigError {
+	t.Helper()
+	is := is.New(t)
+	_, err := Parse("test.toml", text)
+	is.True(err != nil)
+	errs := configErrors(t, err)
+	e := errs[0]
+	is.Equal(e.Key, key)
+	if line != 0 {
+		is.Equal(e.Line, line)
+	}
+	is.True(strings.Contains(e.Error(), want)) // names what is wrong
+	for _, other := range errs[1:] {
+		is.Equal(other.Key, key) // any other error is about the same key
+	}
+	return e
 }
 
 func TestConfigErrorsAllAtOnce(t *testing.T) {

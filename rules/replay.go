@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 )
 
 // ReplayChange is how one recorded session would be decided differently.
@@ -103,7 +104,20 @@ func replayOne(ctx context.Context, cfg *Config, r *MessageRecord, dir Directory
 			dns.Set(site.Zone, ip, l.TXT, l.Answers...)
 		}
 	}
-	e := NewEngine(cfg, EngineOptions{DNS: dns, Directory: dir})
+	// Bans and rate limits are state, not configuration: a session a ban
+	// or a rate limit refused is replayed as refused by it again, every
+	// other as neither banned nor limited.
+	opts := EngineOptions{DNS: dns, Directory: dir}
+	switch r.Control {
+	case ControlBans:
+		if ipErr == nil {
+			p, _ := ip.Prefix(ip.BitLen())
+			opts.Bans = replayBans{Ban{Prefix: p, Reason: "as recorded: " + r.Reason, Creator: "replay"}}
+		}
+	case ControlRateLimit:
+		opts.Limiter = replayLimiter{}
+	}
+	e := NewEngine(cfg, opts)
 	s := NewSession(ip, r.ClientName)
 	if r.ClientPTR != "" {
 		s.SetPTR(r.ClientPTR)
@@ -130,6 +144,19 @@ type everyoneExists struct{}
 
 func (everyoneExists) LookupRecipient(_ context.Context, addr string) (DirectoryAnswer, error) {
 	return DirectoryAnswer{Query: "(replay: no directory asked)", Entries: []DirectoryEntry{{DN: addr}}}, nil
+}
+
+// replayBans bans the one client a recorded session was refused by a ban.
+type replayBans struct{ ban Ban }
+
+func (b replayBans) Banned(ip netip.Addr) (Ban, bool) { return b.ban, b.ban.Prefix.Contains(ip) }
+
+// replayLimiter is over every limit: the recorded session was refused by
+// one.
+type replayLimiter struct{}
+
+func (replayLimiter) Allow(context.Context, string, int, time.Duration, int) (RateDecision, error) {
+	return RateDecision{RetryAfter: time.Minute}, nil
 }
 
 // replayDNS answers the DNS lists from the record and every host and

@@ -236,19 +236,30 @@ func TestStateConfigErrors(t *testing.T) {
 		{"ratelimit not an array", "[ratelimit]\nkey = \"client\"", "ratelimit", 1, "array of tables"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			is := is.New(t)
-			_, err := Parse("test.toml", tt.toml)
-			is.True(err != nil)
-			errs := configErrors(t, err)
-			is.Equal(errs[0].Key, tt.key)
-			if tt.line != 0 {
-				is.Equal(errs[0].Line, tt.line)
-			}
-			is.True(strings.Contains(errs[0].Error(), tt.want)) // names what is wrong
-			for _, e := range errs[1:] {
-				is.Equal(e.Key, tt.key) // any other error is about the same key
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { oneConfigError(t, tt.toml, tt.key, tt.line, tt.want) })
 	}
+}
+
+// TestReplayKeepsBansAndRateLimits: bans and rate limits are state, not
+// configuration: sessions they refused are replayed as refused again, and
+// a new whitelist entry is what changes them.
+func TestReplayKeepsBansAndRateLimits(t *testing.T) {
+	is := is.New(t)
+	rl := "[[ratelimit]]\nkey = \"client\"\ncount = \"messages\"\nlimit = 5\nper = \"1h\"\n"
+	from := "a@example.com"
+	records := []MessageRecord{
+		{Session: "s.1", ClientIP: "192.0.2.7", Stage: StageConnect, Action: ActionReject, Control: ControlBans, Reason: "banned: 192.0.2.7/32 by admin@relay-a"},
+		{Session: "s.2", ClientIP: "192.0.2.8", Helo: "mx.example.com", MailFrom: &from, Recipients: []string{"x@domino.test"}, Stage: StageMail, Action: ActionTempfail, Control: ControlRateLimit, Reason: "ratelimit[0]: over"},
+		{Session: "s.3", ClientIP: "192.0.2.9", Helo: "mx.example.com", MailFrom: &from, Recipients: []string{"x@domino.test"}, Stage: StageData, Action: ActionAccept},
+	}
+	same, err := Parse("test.toml", rl)
+	is.NoErr(err)
+	rep := Replay(context.Background(), same, records, nil)
+	is.Equal(rep.Sessions, 3)
+	is.Equal(rep.Changed, 0) // nothing changes under the same configuration
+
+	wl, err := Parse("test.toml", rl+"[whitelist]\nhosts = [\"192.0.2.7\", \"192.0.2.8\"]\n")
+	is.NoErr(err)
+	rep = Replay(context.Background(), wl, records, nil)
+	is.Equal(rep.Changed, 2) // whitelisted now: neither banned nor limited
 }

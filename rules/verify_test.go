@@ -50,18 +50,7 @@ func TestDirectoryConfigErrors(t *testing.T) {
 		{"bad ttl", url + "negative_ttl = \"5\"", "directory.negative_ttl", 4, "invalid duration"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			is := is.New(t)
-			_, err := Parse("test.toml", tt.toml)
-			is.True(err != nil)
-			errs := configErrors(t, err)
-			is.Equal(len(errs), 1)
-			is.Equal(errs[0].Key, tt.key)
-			if tt.line != 0 {
-				is.Equal(errs[0].Line, tt.line)
-			}
-			is.True(strings.Contains(errs[0].Error(), tt.want)) // names what is wrong
-		})
+		t.Run(tt.name, func(t *testing.T) { oneConfigError(t, tt.toml, tt.key, tt.line, tt.want) })
 	}
 }
 
