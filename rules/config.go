@@ -19,6 +19,8 @@ const (
 	ListTag
 	ListReject
 	ListSkip
+	// ListGreylist marks the client for [greylist] apply_to = "listed".
+	ListGreylist
 )
 
 // String returns the action as written in the configuration.
@@ -32,6 +34,8 @@ func (a ListAction) String() string {
 		return "reject"
 	case ListSkip:
 		return "skip"
+	case ListGreylist:
+		return "greylist"
 	}
 	return "unknown"
 }
@@ -88,6 +92,7 @@ type Config struct {
 	Autoban          AutobanConfig
 	// RateLimits are the [[ratelimit]] rules, in the order written.
 	RateLimits []RateLimit `key:"ratelimit"`
+	Greylist   GreylistConfig
 }
 
 // ServerConfig is the [server] section.

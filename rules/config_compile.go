@@ -121,12 +121,30 @@ func readListFile(path, key string) ([]Entry, error) {
 }
 
 func (b *builder) duration(key, v string) time.Duration {
-	d, err := time.ParseDuration(v)
+	d, err := parseDuration(v)
 	if err != nil || d <= 0 {
-		b.errorf(key, "invalid duration %q: want a positive Go duration such as \"2s\", \"10m\" or \"1h\"", v)
+		b.errorf(key, "invalid duration %q: want a positive duration such as \"2s\", \"10m\", \"1h\" or \"36d\"", v)
 		return 0
 	}
 	return d
+}
+
+// parseDuration is time.ParseDuration with days: "36d", "1d12h".
+func parseDuration(v string) (time.Duration, error) {
+	if i := strings.IndexByte(v, 'd'); i > 0 {
+		days, err := strconv.Atoi(v[:i])
+		if err != nil || days < 0 || days > 100000 {
+			return 0, fmt.Errorf("bad days in %q", v)
+		}
+		var rest time.Duration
+		if v[i+1:] != "" {
+			if rest, err = time.ParseDuration(v[i+1:]); err != nil {
+				return 0, err
+			}
+		}
+		return time.Duration(days)*24*time.Hour + rest, nil
+	}
+	return time.ParseDuration(v)
 }
 
 func (b *builder) message(key, v string) string {
@@ -164,6 +182,7 @@ func (b *builder) compile(raw *rawConfig) *Config {
 	b.compileSMTP(raw, cfg)
 	b.compileDirectory(raw, cfg)
 	b.compileState(raw, cfg)
+	b.compileGreylist(raw, cfg)
 	cfg.Files = b.files
 	b.modes(raw, cfg)
 	cfg.Warnings = append(b.warns, commandWarnings(cfg)...)
@@ -358,7 +377,7 @@ func (b *builder) compileLists(raw *rawConfig, cfg *Config) {
 	cfg.PrivateBlacklist = PrivateBlacklistConfig{
 		Enabled: p.Enabled,
 		Hosts:   hosts("private_blacklist.hosts", p.Hosts, p.HostsFile),
-		Action:  b.listAction("private_blacklist.action", p.Action, ListLog, ListTag, ListReject),
+		Action:  b.listAction("private_blacklist.action", p.Action, ListLog, ListTag, ListReject, ListGreylist),
 		Message: b.message("private_blacklist.message", p.Message),
 	}
 	if !p.Enabled && cfg.PrivateBlacklist.Hosts.Len() > 0 {
@@ -379,7 +398,7 @@ func (b *builder) compileLists(raw *rawConfig, cfg *Config) {
 	cfg.DNSBlacklist = DNSBlacklistConfig{
 		Enabled: db.Enabled,
 		Sites:   b.sites("dns_blacklist.sites", db.Sites, "dns_blacklist.sites_file", db.SitesFile),
-		Action:  b.listAction("dns_blacklist.action", db.Action, ListLog, ListTag, ListReject),
+		Action:  b.listAction("dns_blacklist.action", db.Action, ListLog, ListTag, ListReject, ListGreylist),
 		Message: b.message("dns_blacklist.message", db.Message),
 	}
 	if db.Enabled && len(cfg.DNSBlacklist.Sites) == 0 {

@@ -26,6 +26,18 @@ type rawConfig struct {
 	Bans             rawBans             `toml:"bans"`
 	Autoban          rawAutoban          `toml:"autoban"`
 	RateLimits       []rawRateLimit      `toml:"ratelimit"`
+	Greylist         rawGreylist         `toml:"greylist"`
+}
+
+type rawGreylist struct {
+	Enabled            bool   `toml:"enabled"`
+	Delay              string `toml:"delay"`
+	RetryWindow        string `toml:"retry_window"`
+	Keep               string `toml:"keep"`
+	NetV4              int    `toml:"net_v4"`
+	NetV6              int    `toml:"net_v6"`
+	AutoWhitelistAfter int    `toml:"auto_whitelist_after"`
+	ApplyTo            string `toml:"apply_to"`
 }
 
 type rawState struct {
@@ -283,6 +295,8 @@ func defaults() rawConfig {
 		Admin:   rawAdmin{Listen: "127.0.0.1:10063"},
 		Bans:    rawBans{Message: "Your host %s is banned"},
 		Autoban: rawAutoban{Refusals: 5, Within: "10m", BanFor: "1h", NetV4: 32, NetV6: 64},
+		// postgrey's defaults.
+		Greylist: rawGreylist{Delay: "5m", RetryWindow: "24h", Keep: "36d", NetV4: 24, NetV6: 64, AutoWhitelistAfter: 5, ApplyTo: "all"},
 	}
 	// Every control enforces its refusals unless told to shadow them.
 	for _, m := range []*string{&r.Blacklist.Mode, &r.Connections.Mode, &r.PrivateBlacklist.Mode, &r.DNSBlacklist.Mode,

@@ -339,7 +339,7 @@ type VerdictCount struct {
 // order (controlIndex); any other counts as ControlNone.
 var countedControls = [...]Control{ControlNone, ControlAuthenticated, ControlWhitelist, ControlBlacklist,
 	ControlConnections, ControlPrivateBlacklist, ControlDNSWhitelist, ControlDNSBlacklist, ControlHelo,
-	ControlMailFrom, ControlRecipients, ControlCommands, ControlErrorLimit, ControlBans, ControlRateLimit}
+	ControlMailFrom, ControlRecipients, ControlCommands, ControlErrorLimit, ControlBans, ControlRateLimit, ControlGreylist}
 
 const numControls = len(countedControls)
 
@@ -375,6 +375,8 @@ func controlIndex(ctl Control) int {
 		return 13
 	case ControlRateLimit:
 		return 14
+	case ControlGreylist:
+		return 15
 	}
 	return 0
 }

@@ -12,6 +12,8 @@ type stateCounters struct {
 	limited  sync.Map // rule name -> *atomic.Uint64
 	errors   atomic.Uint64
 	autobans atomic.Uint64
+	// greylist: first attempts tempfailed, triplets that passed.
+	greyDelayed, greyPassed atomic.Uint64
 	// down is set while the backend is unreachable.
 	down atomic.Bool
 }
@@ -25,6 +27,10 @@ func (c *Counters) rateLimited(rule string) {
 }
 
 func (c *Counters) rateLimitError() { c.state.errors.Add(1) }
+
+func (c *Counters) greylistDelayed() { c.state.greyDelayed.Add(1) }
+
+func (c *Counters) greylistPassed() { c.state.greyPassed.Add(1) }
 
 // Autobanned counts an automatic ban.
 func (c *Counters) Autobanned() { c.state.autobans.Add(1) }
@@ -43,11 +49,16 @@ type StateSnapshot struct {
 	RateLimitErrors uint64 `json:"ratelimit_errors"`
 	// Autobans counts automatic bans made by this relay.
 	Autobans uint64 `json:"autobans"`
+	// GreylistDelayed counts recipients tempfailed by greylisting,
+	// GreylistPassed triplets that passed after waiting.
+	GreylistDelayed uint64 `json:"greylist_delayed"`
+	GreylistPassed  uint64 `json:"greylist_passed"`
 }
 
 func (c *Counters) stateSnapshot() StateSnapshot {
 	s := StateSnapshot{Up: !c.state.down.Load(), RateLimited: map[string]uint64{},
-		RateLimitErrors: c.state.errors.Load(), Autobans: c.state.autobans.Load()}
+		RateLimitErrors: c.state.errors.Load(), Autobans: c.state.autobans.Load(),
+		GreylistDelayed: c.state.greyDelayed.Load(), GreylistPassed: c.state.greyPassed.Load()}
 	c.state.limited.Range(func(k, v any) bool {
 		s.RateLimited[k.(string)] = v.(*atomic.Uint64).Load()
 		return true

@@ -198,6 +198,9 @@ func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKin
 		r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSBLHeader, Value: site.Zone})
 		r.Logged = true
 		e.logHit(s, ctl, ListTag, reason)
+	case ListGreylist:
+		r.Greylist, r.Logged = true, true
+		e.logHit(s, ctl, ListGreylist, reason)
 	default:
 		r.Logged = true
 		e.logHit(s, ctl, ListLog, reason)

@@ -50,6 +50,8 @@ type EngineOptions struct {
 	Bans BanList
 	// Limiter counts [[ratelimit]] rules; nil: no rate limits.
 	Limiter RateLimiter
+	// Greylist stores [greylist]'s triplets; nil: no greylisting.
+	Greylist Greylister
 }
 
 // NewEngine returns an engine serving cfg.
@@ -57,7 +59,7 @@ func NewEngine(cfg *Config, opts EngineOptions) *Engine {
 	e := &Engine{counters: opts.Counters, log: opts.Logger, obs: opts.Observer, now: opts.Now}
 	e.SetDNS(opts.DNS)
 	e.SetDirectory(opts.Directory)
-	e.SetState(opts.Bans, opts.Limiter)
+	e.SetStateGreylist(opts.Bans, opts.Limiter, opts.Greylist)
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -268,7 +270,8 @@ func (e *Engine) denyCommand(cfg *Config, s *Session, cmd string, v *Verdict) bo
 // applies [server] error_limit (Domino's SMTPErrorLimit): once the session
 // has had that many refusals, the next one becomes 421 4.7.0 and ends it.
 // A tempfail of a recipient (452 for too many, 451 when the directory
-// could not answer) is not an error of the client's and does not count.
+// could not answer, 450 greylisted) is not an error of the client's and
+// does not count.
 func (e *Engine) finish(s *Session, v Verdict) Verdict {
 	cfg := e.cfg.Load()
 	if v.Action.Refuses() && cfg.Shadowed(v.Control) {
@@ -281,7 +284,7 @@ func (e *Engine) finish(s *Session, v Verdict) Verdict {
 		e.shadow(s, &v, *p)
 	}
 	limited := false
-	if v.Action.Refuses() && !(v.Action == ActionTempfail && v.Control == ControlRecipients) {
+	if v.Action.Refuses() && !(v.Action == ActionTempfail && (v.Control == ControlRecipients || v.Control == ControlGreylist)) {
 		if limit := cfg.Server.ErrorLimit; limit > 0 {
 			if s.errors >= limit && v.Code != 421 {
 				e.counters.control(ControlErrorLimit)
@@ -358,6 +361,15 @@ func (e *Engine) Exempt(s *Session) bool {
 // connect-time tags, unless the session is exempt by authentication.
 // Adapters add them once per message.
 func (e *Engine) Tags(s *Session) []Header {
+	if s.greyHeader != "" {
+		// A message that waited in greylisting says so (postgrey's
+		// X-Greylist), after the session's own tags.
+		h := make([]Header, 0, len(s.connect.Headers)+1)
+		if !authExempt(e.cfg.Load(), s) {
+			h = append(h, s.connect.Headers...)
+		}
+		return append(h, Header{Name: "X-Greylist", Value: s.greyHeader})
+	}
 	if len(s.connect.Headers) == 0 || authExempt(e.cfg.Load(), s) {
 		return nil
 	}

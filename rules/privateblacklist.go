@@ -28,6 +28,10 @@ func (e *Engine) privateBlacklist(cfg *Config, s *Session, t *connectTracer) boo
 		t.r.Logged = true
 		t.r.Reason = reason
 		e.logHit(s, ControlPrivateBlacklist, pb.Action, reason)
+	case ListGreylist:
+		t.r.Greylist, t.r.Logged = true, true
+		t.r.Reason = reason
+		e.logHit(s, ControlPrivateBlacklist, pb.Action, reason)
 	default: // ListLog
 		t.r.Logged = true
 		t.r.Reason = reason

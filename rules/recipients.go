@@ -61,6 +61,9 @@ func (e *Engine) rcptStage(ctx context.Context, s *Session, rcpt string) Verdict
 		}
 		v.trace(s, ControlRecipients, "no match", detail)
 	}
+	if e.greylist(ctx, cfg, s, rcpt, &v) {
+		return e.rcptDone(s, rcpt, v)
+	}
 	e.rateLimit(ctx, cfg, s, RateCountRecipients, &v)
 	return e.rcptDone(s, rcpt, v)
 }

@@ -104,9 +104,9 @@ func replayOne(ctx context.Context, cfg *Config, r *MessageRecord, dir Directory
 			dns.Set(site.Zone, ip, l.TXT, l.Answers...)
 		}
 	}
-	// Bans and rate limits are state, not configuration: a session a ban
-	// or a rate limit refused is replayed as refused by it again, every
-	// other as neither banned nor limited.
+	// Bans, rate limits and greylisting are state, not configuration: a
+	// session one of them refused is replayed as refused by it again,
+	// every other as neither banned, limited nor greylisted.
 	opts := EngineOptions{DNS: dns, Directory: dir}
 	switch r.Control {
 	case ControlBans:
@@ -116,6 +116,8 @@ func replayOne(ctx context.Context, cfg *Config, r *MessageRecord, dir Directory
 		}
 	case ControlRateLimit:
 		opts.Limiter = replayLimiter{}
+	case ControlGreylist:
+		opts.Greylist = replayGrey{}
 	}
 	e := NewEngine(cfg, opts)
 	s := NewSession(ip, r.ClientName)
@@ -157,6 +159,18 @@ type replayLimiter struct{}
 
 func (replayLimiter) Allow(context.Context, string, int, time.Duration, int) (RateDecision, error) {
 	return RateDecision{RetryAfter: time.Minute}, nil
+}
+
+// replayGrey has every triplet wait: the recorded session was
+// greylisted.
+type replayGrey struct{}
+
+func (replayGrey) Greylist(_ context.Context, _ string, delay, _, _ time.Duration) (GreyAnswer, error) {
+	return GreyAnswer{New: true, Wait: delay}, nil
+}
+
+func (replayGrey) GreylistPassed(context.Context, string, int, time.Duration) (int, error) {
+	return 0, nil
 }
 
 // replayDNS answers the DNS lists from the record and every host and

@@ -80,6 +80,9 @@ type Session struct {
 	// dataSeen is set once the message reached DATA (or its end);
 	// tagsAdded once the adapter added the tag headers to it.
 	dataSeen, tagsAdded bool
+	// greyHeader is the X-Greylist value of this message, once one of its
+	// recipients passed greylisting after waiting; "" otherwise.
+	greyHeader string
 }
 
 // NewSession starts a session for a client. ip is normalized (an
@@ -141,6 +144,7 @@ func (s *Session) ResetMessage() {
 	s.outcome, s.hasOutcome, s.mailSeen = Verdict{}, false, false
 	s.wouldRefuse = nil
 	s.dataSeen, s.tagsAdded = false, false
+	s.greyHeader = ""
 }
 
 // ConnectResult is what the connect-time controls (rows 1–5 of DESIGN §3)
@@ -160,6 +164,9 @@ type ConnectResult struct {
 	Headers []Header
 	// Logged is true when a list with the log or tag action matched.
 	Logged bool
+	// Greylist is true when a list with the greylist action matched
+	// ([greylist] apply_to = "listed").
+	Greylist bool
 	// Reason explains the outcome in a few words.
 	Reason string
 	// DNSWL and DNSBL hold the DNS list answers that counted: the listing

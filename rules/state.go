@@ -42,12 +42,19 @@ type RateDecision struct {
 type stateHolder struct {
 	bans    BanList
 	limiter RateLimiter
+	grey    Greylister
 }
 
 // SetState gives the engine the state backend's bans and rate limiter
 // (either may be nil: no bans, no rate limits).
 func (e *Engine) SetState(bans BanList, limiter RateLimiter) {
-	e.state.Store(&stateHolder{bans: bans, limiter: limiter})
+	e.SetStateGreylist(bans, limiter, nil)
+}
+
+// SetStateGreylist is SetState with greylisting's triplet store too (nil:
+// no greylisting).
+func (e *Engine) SetStateGreylist(bans BanList, limiter RateLimiter, grey Greylister) {
+	e.state.Store(&stateHolder{bans: bans, limiter: limiter, grey: grey})
 }
 
 // banned applies the bans at connect, right after the whitelist: a banned

@@ -240,7 +240,7 @@ func TestStateConfigErrors(t *testing.T) {
 	}
 }
 
-// TestReplayKeepsBansAndRateLimits: bans and rate limits are state, not
+// TestReplayKeepsBansAndRateLimits: bans, rate limits and greylisting are state, not
 // configuration: sessions they refused are replayed as refused again, and
 // a new whitelist entry is what changes them.
 func TestReplayKeepsBansAndRateLimits(t *testing.T) {
@@ -252,14 +252,17 @@ func TestReplayKeepsBansAndRateLimits(t *testing.T) {
 		{Session: "s.2", ClientIP: "192.0.2.8", Helo: "mx.example.com", MailFrom: &from, Recipients: []string{"x@domino.test"}, Stage: StageMail, Action: ActionTempfail, Control: ControlRateLimit, Reason: "ratelimit[0]: over"},
 		{Session: "s.3", ClientIP: "192.0.2.9", Helo: "mx.example.com", MailFrom: &from, Recipients: []string{"x@domino.test"}, Stage: StageData, Action: ActionAccept},
 	}
+	records = append(records, MessageRecord{Session: "s.4", ClientIP: "192.0.2.10", Helo: "mx.example.com", MailFrom: &from,
+		Refused: []string{"x@domino.test"}, Stage: StageRcpt, Action: ActionTempfail, Control: ControlGreylist, Reason: "greylisted"})
+	rl += "[greylist]\nenabled = true\n"
 	same, err := Parse("test.toml", rl)
 	is.NoErr(err)
 	rep := Replay(context.Background(), same, records, nil)
-	is.Equal(rep.Sessions, 3)
+	is.Equal(rep.Sessions, 4)
 	is.Equal(rep.Changed, 0) // nothing changes under the same configuration
 
-	wl, err := Parse("test.toml", rl+"[whitelist]\nhosts = [\"192.0.2.7\", \"192.0.2.8\"]\n")
+	wl, err := Parse("test.toml", rl+"[whitelist]\nhosts = [\"192.0.2.7\", \"192.0.2.8\", \"192.0.2.10\"]\n")
 	is.NoErr(err)
 	rep = Replay(context.Background(), wl, records, nil)
-	is.Equal(rep.Changed, 2) // whitelisted now: neither banned nor limited
+	is.Equal(rep.Changed, 3) // whitelisted now: neither banned, limited nor greylisted
 }

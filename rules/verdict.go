@@ -107,6 +107,8 @@ const (
 	ControlBans Control = "bans"
 	// ControlRateLimit tempfails (or refuses) past a [[ratelimit]] rule.
 	ControlRateLimit Control = "ratelimit"
+	// ControlGreylist tempfails a recipient's first attempt ([greylist]).
+	ControlGreylist Control = "greylist"
 )
 
 // Header is a header field the MTA is asked to add to the message.

@@ -323,6 +323,186 @@ func runConformance(t *testing.T, open func(t *testing.T) fixture) {
 			is.True(d.Allowed)
 			is.Equal(d.Remaining, 9)
 		}},
+		{"greylist delay then pass", func(t *testing.T, f fixture) {
+			is := is.New(t)
+			g := greyTimes(f)
+			const key = "192.0.2.0/24|a@example.org|b@example.net"
+			start := time.Now()
+			gr, err := f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+			is.NoErr(err)
+			is.Equal(gr, Grey{New: true, Wait: g.delay}) // first attempt
+			if f.serverClock {
+				f.advance(g.delay / 4)
+				gr, err = f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.Equal(gr, Grey{Wait: g.delay - g.delay/4}) // too early: the wait shrinks
+				f.advance(g.delay - g.delay/4)                // exactly the delay
+				gr, err = f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.Equal(gr, Grey{Pass: true, Delayed: g.delay, FirstPass: true})
+			} else {
+				gr, err = f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.True(!gr.Pass && !gr.New && !gr.FirstPass)
+				is.True(gr.Wait > 0 && gr.Wait < g.delay) // the wait shrinks
+				gr = greyUntilPass(t, f, key, g)
+				is.True(gr.FirstPass && !gr.New)
+				is.Equal(gr.Wait, time.Duration(0))
+				is.True(gr.Delayed >= g.delay)
+				is.True(gr.Delayed <= time.Since(start)) // the time since the first attempt
+			}
+			first := gr.Delayed
+			for range 2 { // later attempts pass at once, and say how long the first waited
+				gr, err = f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.Equal(gr, Grey{Pass: true, Delayed: first})
+			}
+			// Another triplet of the same network is greylisted apart.
+			gr, err = f.b.Greylist(ctx, "192.0.2.0/24|a@example.org|c@example.net", g.delay, g.retry, g.keep)
+			is.NoErr(err)
+			is.Equal(gr, Grey{New: true, Wait: g.delay})
+		}},
+		{"greylist keep", func(t *testing.T, f fixture) {
+			is := is.New(t)
+			g := greyTimes(f)
+			const key = "2001:db8::/64|{odd}@example.org|b@example.net"
+			greyPass(t, f, key, g)
+			if f.serverClock {
+				for range 2 { // every use renews keep: 2·(keep−1s) after the pass, still known
+					f.advance(g.keep - time.Second)
+					gr, err := f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+					is.NoErr(err)
+					is.True(gr.Pass && !gr.FirstPass && !gr.New)
+				}
+				f.advance(g.keep) // unused for keep: forgotten
+			} else {
+				testutil.WaitFor(t, "the passed triplet to be forgotten", func() bool {
+					n, err := f.b.GreylistTriplets(ctx)
+					is.NoErr(err)
+					return n == 0
+				})
+			}
+			gr, err := f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+			is.NoErr(err)
+			is.Equal(gr, Grey{New: true, Wait: g.delay}) // a first attempt again
+		}},
+		{"greylist retry window", func(t *testing.T, f fixture) {
+			is := is.New(t)
+			g := greyTimes(f)
+			const early, late = "198.51.100.0/24|x@example.org|y@example.net", "198.51.100.0/24|x@example.org|z@example.net"
+			for _, k := range []string{early, late} {
+				gr, err := f.b.Greylist(ctx, k, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.True(gr.New)
+			}
+			if f.serverClock {
+				f.advance(g.retry - time.Second) // the last second of the window
+				gr, err := f.b.Greylist(ctx, early, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.Equal(gr, Grey{Pass: true, Delayed: g.retry - time.Second, FirstPass: true})
+				f.advance(time.Second) // the window is over
+			} else {
+				testutil.WaitFor(t, "the window to end", func() bool {
+					n, err := f.b.GreylistTriplets(ctx)
+					is.NoErr(err)
+					return n == 0
+				})
+			}
+			gr, err := f.b.Greylist(ctx, late, g.delay, g.retry, g.keep)
+			is.NoErr(err)
+			is.Equal(gr, Grey{New: true, Wait: g.delay}) // too late: a first attempt again
+			if f.serverClock {
+				f.advance(g.delay) // the new window counts from the new first attempt
+				gr, err = f.b.Greylist(ctx, late, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.Equal(gr, Grey{Pass: true, Delayed: g.delay, FirstPass: true})
+			}
+		}},
+		{"greylist triplets count", func(t *testing.T, f fixture) {
+			is := is.New(t)
+			g := greyTimes(f)
+			count := func() int {
+				n, err := f.b.GreylistTriplets(ctx)
+				is.NoErr(err)
+				return n
+			}
+			is.Equal(count(), 0)
+			keys := []string{
+				"192.0.2.0/24|a@example.org|b@example.net",
+				"2001:db8::/64|<>|postmaster@example.net", // null sender
+				"203.0.113.0/24|{x}y@example.org|b@example.net",
+			}
+			for i, k := range keys {
+				_, err := f.b.Greylist(ctx, k, g.delay, g.retry, g.keep)
+				is.NoErr(err)
+				is.Equal(count(), i+1)
+			}
+			_, err := f.b.Greylist(ctx, keys[0], g.delay, g.retry, g.keep) // a retry is no new triplet
+			is.NoErr(err)
+			is.Equal(count(), 3)
+			greyPass(t, f, "192.0.2.0/24|a@example.org|d@example.net", g) // a first attempt, then a pass
+			is.Equal(count(), 4)
+			_, err = f.b.Greylist(ctx, "192.0.2.0/24|a@example.org|d@example.net", g.delay, g.retry, g.keep)
+			is.NoErr(err)
+			is.Equal(count(), 4)
+		}},
+		{"greylist passed per network", func(t *testing.T, f fixture) {
+			is := is.New(t)
+			g := greyTimes(f)
+			const netA, netB = "192.0.2.0/24", "2001:db8::/64"
+			passed := func(network string, add int) int {
+				n, err := f.b.GreylistPassed(ctx, network, add, g.keep)
+				is.NoErr(err)
+				return n
+			}
+			is.Equal(passed(netA, 0), 0) // nothing yet, and reading adds nothing
+			is.Equal(passed(netA, 0), 0)
+			is.Equal(passed(netA, 1), 1)
+			is.Equal(passed(netA, 1), 2)
+			is.Equal(passed(netB, 1), 1) // counted apart
+			is.Equal(passed(netA, 0), 2)
+			is.Equal(passed(netA, 3), 5)
+			is.Equal(passed("203.0.113.0/24", maxGreyPassed+5), maxGreyPassed) // saturates
+			is.Equal(passed("203.0.113.0/24", 1), maxGreyPassed)
+			if f.serverClock {
+				f.advance(g.keep / 2)
+				is.Equal(passed(netA, 1), 6)
+				f.advance(g.keep / 2) // the first five are at the window's edge: out
+				is.Equal(passed(netA, 0), 1)
+				is.Equal(passed(netB, 0), 0)
+				f.advance(g.keep / 2)
+				is.Equal(passed(netA, 0), 0)
+			} else {
+				testutil.WaitFor(t, "the passes to leave the window", func() bool { return passed(netA, 0) == 0 })
+			}
+			is.Equal(passed(netA, 1), 1)
+		}},
+		{"greylist invalid arguments", func(t *testing.T, f fixture) {
+			is := is.New(t)
+			for _, tc := range []struct {
+				key                string
+				delay, retry, keep time.Duration
+			}{
+				{"", time.Minute, time.Hour, time.Hour},
+				{"k", 0, time.Hour, time.Hour},
+				{"k", time.Hour, time.Hour, time.Hour}, // the window must be longer than the delay
+				{"k", time.Minute, time.Hour, 0},
+			} {
+				_, err := f.b.Greylist(ctx, tc.key, tc.delay, tc.retry, tc.keep)
+				is.True(err != nil)
+			}
+			for _, tc := range []struct {
+				network string
+				add     int
+				keep    time.Duration
+			}{{"", 1, time.Hour}, {"n", -1, time.Hour}, {"n", 1, 0}} {
+				_, err := f.b.GreylistPassed(ctx, tc.network, tc.add, tc.keep)
+				is.True(err != nil)
+			}
+			n, err := f.b.GreylistTriplets(ctx)
+			is.NoErr(err)
+			is.Equal(n, 0) // nothing was remembered
+		}},
 		{"fleet statistics", func(t *testing.T, f fixture) {
 			is := is.New(t)
 			is.NoErr(f.b.PublishStats(ctx, "relay-a", []byte(`{"a":1}`), time.Minute))
@@ -424,6 +604,58 @@ func TestConformanceRedisCluster(t *testing.T) {
 			Timeout: 2 * time.Second, Relay: "relay-a"})
 		return fixture{b: r, clock: clk, advance: clk.Advance}
 	})
+}
+
+// greyDurations are the greylist delay, retry window and keep of the
+// conformance cases.
+type greyDurations struct{ delay, retry, keep time.Duration }
+
+// greyTimes returns realistic durations for a backend whose clock the
+// test moves, and short ones for a server whose clock runs on its own
+// (the window wide enough for a slow machine).
+func greyTimes(f fixture) greyDurations {
+	if f.serverClock {
+		return greyDurations{delay: 5 * time.Minute, retry: 4 * time.Hour, keep: 36 * 24 * time.Hour}
+	}
+	return greyDurations{delay: 200 * time.Millisecond, retry: 1500 * time.Millisecond, keep: 600 * time.Millisecond}
+}
+
+// greyUntilPass retries key until it passes, on a server whose clock runs
+// on its own: the retries before the delay change nothing.
+func greyUntilPass(t *testing.T, f fixture, key string, g greyDurations) Grey {
+	t.Helper()
+	var gr Grey
+	testutil.WaitFor(t, "the greylist delay to pass", func() bool {
+		var err error
+		gr, err = f.b.Greylist(context.Background(), key, g.delay, g.retry, g.keep)
+		if err != nil {
+			t.Fatalf("greylist %s: %v", key, err)
+		}
+		return gr.Pass
+	})
+	return gr
+}
+
+// greyPass makes key a triplet that has passed.
+func greyPass(t *testing.T, f fixture, key string, g greyDurations) {
+	t.Helper()
+	ctx := context.Background()
+	gr, err := f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+	if err != nil || !gr.New {
+		t.Fatalf("first attempt of %s: %+v, %v", key, gr, err)
+	}
+	if f.serverClock {
+		f.advance(g.delay)
+		gr, err = f.b.Greylist(ctx, key, g.delay, g.retry, g.keep)
+		if err != nil {
+			t.Fatalf("greylist %s: %v", key, err)
+		}
+	} else {
+		gr = greyUntilPass(t, f, key, g)
+	}
+	if !gr.Pass || !gr.FirstPass {
+		t.Fatalf("retry of %s after the delay: %+v", key, gr)
+	}
 }
 
 // errorsIsUnavailable is errors.Is(err, ErrUnavailable), for is.True.

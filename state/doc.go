@@ -1,6 +1,6 @@
 // Package state holds the dynamic state that the relays of a fleet share:
-// bans, the refusal counts behind automatic bans, rate limits and fleet
-// statistics.
+// bans, the refusal counts behind automatic bans, rate limits,
+// greylisting and fleet statistics.
 //
 // # Backends
 //
@@ -32,21 +32,40 @@
 // resynchronisation deletes expired bans from Redis, and Memory sweeps them
 // from memory and from its file every minute. The refusal windows also use
 // the relay's clock: a skew of d between relays moves a window's edge by
-// d. Rate limits and the expiry of statistics use the Redis server's clock
-// (TIME, key TTLs), one clock for the fleet.
+// d. Rate limits, greylisting and the expiry of statistics use the Redis
+// server's clock (TIME, key TTLs), one clock for the fleet.
+//
+// # Greylisting
+//
+// Greylist decides an attempt of a triplet (client network, sender,
+// recipient) in one Lua script, atomically, on the Redis clock, with the
+// arithmetic of Memory; the key's TTL (the retry window while the
+// triplet waits, keep once it passed, renewed by every use) removes
+// expired triplets without a scan. The triplets are spread over 16
+// buckets, each with its own hash tag {gN}: a triplet's key and its
+// bucket's index, a sorted set that GreylistTriplets counts, share a slot,
+// so that one script updates both on a Redis Cluster. Memory keeps the
+// triplets in a map, treats an expired one as absent when it meets it,
+// and removes expired ones in its periodic sweep, a few thousand entries
+// per hold of its lock; it remembers at most 1,000,000 triplets and lets
+// new ones pass, unremembered, past that.
 //
 // # Key layout in Redis
 //
 // Every key and the channel start with Prefix (P, default "smtpi:"). The
 // hash tags {bans} and {stats} keep each group of keys that one script
-// touches in one Redis Cluster slot; refusal and rate keys are used one at
-// a time and spread over the cluster.
+// touches in one Redis Cluster slot; refusal, rate and greylist pass keys
+// are used one at a time and spread over the cluster, greylist triplets
+// over 16 slots (N is the bucket, 0 to f, from an FNV-1a hash of KEY).
 //
 //	P{bans}            hash    field: prefix ("192.0.2.0/24"), value: Ban as JSON
 //	P{bans}:expiry     zset    member: prefix of an expiring ban, score: expiry (Unix ms)
 //	Pbans:events       channel {"op":"add","ban":{...},"relay":"a"} or {"op":"del","prefix":"...","relay":"a"}
 //	Prefusals:KEY      zset    member: "µs:instance:seq|detail", score: relay clock (µs); TTL: the window
 //	Prate:KEY          string  GCRA theoretical arrival time (µs, Redis clock); TTL: until the limit is full again
+//	Pgrey:{gN}:KEY     string  "w<first attempt>" while waiting, "p<delayed>:<last use>" once passed (µs, Redis clock); TTL: the retry window, then keep
+//	Pgrey:{gN}         zset    member: KEY, score: when its key expires, 1ms late (Unix µs, Redis clock); trimmed by every script that touches it
+//	Pgreypass:NETWORK  zset    member: "instance:seq:i", score: Redis clock (µs) of a pass; TTL: keep
 //	P{stats}           zset    member: relay, score: expiry of its document (Unix ms, Redis clock)
 //	P{stats}:RELAY     string  the relay's last document; TTL: as published
 //

@@ -21,12 +21,18 @@ type MemoryOptions struct {
 	// Logger receives the backend's log; nil means slog.Default().
 	Logger *slog.Logger
 	// SweepInterval is how often expired bans, refusal windows, rate
-	// limits and statistics are dropped; 0 means one minute.
+	// limits, greylist triplets and statistics are dropped; 0 means one
+	// minute.
 	SweepInterval time.Duration
 }
 
 // Memory is the Backend of a single relay: everything lives in the
-// process, the bans optionally persisted to a file.
+// process, the bans optionally persisted to a file. It remembers at most
+// 1,000,000 greylist triplets: past that, a new triplet passes at once
+// without being remembered (Grey with Pass and New) until the sweep has
+// dropped expired ones, so that a full table never blocks mail; and it
+// counts the passes of at most 100,000 networks (a new network past that
+// is not whitelisted automatically).
 type Memory struct {
 	o       MemoryOptions
 	replica *replica
@@ -38,6 +44,14 @@ type Memory struct {
 	refusals map[string]*refusalLog
 	rates    map[string]time.Time // key -> GCRA theoretical arrival time
 	stats    map[string]statsDoc
+
+	// greyMu guards the greylist apart from mu, so that the sweep of a
+	// large greylist (in chunks) never holds up rate limits.
+	greyMu     sync.Mutex
+	grey       map[string]greyEntry
+	greyPass   map[string]*greyPassLog
+	greyMax    int // maxGreyTriplets; tests lower it
+	greyNetMax int // maxGreyNetworks; tests lower it
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -75,13 +89,17 @@ func OpenMemory(o MemoryOptions) (*Memory, error) {
 		o.SweepInterval = time.Minute
 	}
 	m := &Memory{
-		o:        o,
-		replica:  newReplica(o.Now),
-		refusals: make(map[string]*refusalLog),
-		rates:    make(map[string]time.Time),
-		stats:    make(map[string]statsDoc),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		o:          o,
+		replica:    newReplica(o.Now),
+		refusals:   make(map[string]*refusalLog),
+		rates:      make(map[string]time.Time),
+		stats:      make(map[string]statsDoc),
+		grey:       make(map[string]greyEntry),
+		greyPass:   make(map[string]*greyPassLog),
+		greyMax:    maxGreyTriplets,
+		greyNetMax: maxGreyNetworks,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	if o.File != "" {
 		f, bans, err := openBanFile(o.File, o.Now(), o.Logger)
@@ -111,7 +129,8 @@ func (m *Memory) sweeper() {
 }
 
 // sweep drops what has expired: bans (from the file too), refusal windows,
-// rate limit states that are back to full, statistics.
+// rate limit states that are back to full, greylist triplets and pass
+// windows, statistics.
 func (m *Memory) sweep() {
 	now := m.o.Now()
 	m.banMu.Lock()
@@ -122,6 +141,8 @@ func (m *Memory) sweep() {
 		}
 	}
 	m.banMu.Unlock()
+
+	m.sweepGrey(now.UnixNano())
 
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -97,6 +97,7 @@ type Redis struct {
 	seq      atomic.Uint64
 
 	keyBans, keyBanExpiry, channel, keyStats string
+	keyGreyIndex                             []string // by bucket, see greyKeys
 
 	up        atomic.Bool
 	hmu       sync.Mutex // guards the fields below and orders OnUp calls
@@ -197,6 +198,7 @@ func OpenRedis(o RedisOptions) (*Redis, error) {
 		keyBanExpiry: o.Prefix + "{bans}:expiry",
 		channel:      o.Prefix + "bans:events",
 		keyStats:     o.Prefix + "{stats}",
+		keyGreyIndex: greyIndexKeys(o.Prefix),
 		badSeen:      make(map[string]string),
 		ctx:          ctx,
 		cancel:       cancel,

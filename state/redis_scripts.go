@@ -142,3 +142,91 @@ redis.call('ZADD', KEYS[1], string.format('%.0f', ms + tonumber(ARGV[2])), ARGV[
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', ms))
 return 1
 `)
+
+// scriptGreylist decides one attempt of a greylist triplet on the Redis
+// clock (TIME), with the same arithmetic as Memory.Greylist, in µs. The
+// triplet's value is "w<first attempt>" while it waits and
+// "p<delayed>:<last use>" once it passed; the decision is made on these
+// times, the key's TTL (the retry window, or keep) only collects the
+// garbage. The bucket's index, a zset of triplets scored by when their key
+// expires (a millisecond late, so that a triplet gone from the index is
+// gone from the script's view too), is trimmed here of what has expired:
+// each member is removed once, so the work is bounded by the inserts.
+// KEYS: the triplet, its bucket's index. ARGV: delay, retry, keep (µs),
+// the index member.
+// Returns {pass (0/1), new (0/1), wait (µs), delayed (µs), first pass (0/1)}.
+var scriptGreylist = redis.NewScript(`
+local delay = tonumber(ARGV[1])
+local retry = tonumber(ARGV[2])
+local keep = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function remember(v, ttl)
+  local ms = math.ceil(ttl / 1000)
+  redis.call('SET', KEYS[1], v, 'PX', string.format('%.0f', ms))
+  redis.call('ZADD', KEYS[2], string.format('%.0f', now + ms * 1000 + 1000), ARGV[4])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now))
+local v = redis.call('GET', KEYS[1])
+if v then
+  local delayed, last = string.match(v, '^p(%d+):(%d+)$')
+  if delayed and now - tonumber(last) < keep then
+    remember('p' .. delayed .. ':' .. string.format('%.0f', now), keep)
+    return {1, 0, 0, tonumber(delayed), 0}
+  end
+  local first = string.match(v, '^w(%d+)$')
+  if first then
+    local age = now - tonumber(first)
+    if age < delay then
+      return {0, 0, delay - age, 0, 0}
+    end
+    if age < retry then
+      local d = string.format('%.0f', age)
+      remember('p' .. d .. ':' .. string.format('%.0f', now), keep)
+      return {1, 0, 0, age, 1}
+    end
+  end
+end
+remember('w' .. string.format('%.0f', now), retry)
+return {0, 1, delay, 0, 0}
+`)
+
+// scriptGreyCount trims a greylist bucket's index of what has expired on
+// the Redis clock and returns how many triplets it still holds.
+// KEYS: the index.
+var scriptGreyCount = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+return redis.call('ZCARD', KEYS[1])
+`)
+
+// scriptGreyPassed is the sliding window of the passes of one network on
+// the Redis clock: with add 0 it only counts what is inside the window;
+// otherwise it drops what is at or before the cut, adds add members, caps
+// the set and refreshes its TTL.
+// KEYS: the network's zset. ARGV: keep (µs), add, cap, a unique member
+// prefix.
+var scriptGreyPassed = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local keep = tonumber(ARGV[1])
+local add = tonumber(ARGV[2])
+local cut = string.format('%.0f', now - keep)
+if add == 0 then
+  return redis.call('ZCOUNT', KEYS[1], '(' .. cut, '+inf')
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cut)
+local score = string.format('%.0f', now)
+for i = 1, add do
+  redis.call('ZADD', KEYS[1], score, ARGV[4] .. ':' .. i)
+end
+local n = redis.call('ZCARD', KEYS[1])
+local cap = tonumber(ARGV[3])
+if n > cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1)
+  n = cap
+end
+redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.ceil(keep / 1000)))
+return n
+`)

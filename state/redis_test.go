@@ -56,7 +56,8 @@ func TestOpenRedisOptions(t *testing.T) {
 
 // TestRedisTwoRelays: two relays on one server share bans (in force on the
 // other within 1s, through the events: the resync is an hour away), rate
-// limits, refusal counts and statistics.
+// limits, refusal counts, greylist triplets and pass counts, and
+// statistics.
 func TestRedisTwoRelays(t *testing.T) {
 	ctx := context.Background()
 	for _, srv := range []struct {
@@ -134,6 +135,35 @@ func TestRedisTwoRelays(t *testing.T) {
 			is.NoErr(err)
 			is.Equal(n, 2)
 			is.Equal(recent, []string{"from a", "from b"})
+
+			// A first attempt on A, the retry on B passes; A then knows
+			// the triplet as passed.
+			const grey, delay = "192.0.2.0/24|a@example.org|b@example.net", 100 * time.Millisecond
+			gr, err := a.Greylist(ctx, grey, delay, time.Minute, time.Hour)
+			is.NoErr(err)
+			is.Equal(gr, Grey{New: true, Wait: delay})
+			testutil.WaitFor(t, "the retry on B to pass", func() bool {
+				gr, err = b.Greylist(ctx, grey, delay, time.Minute, time.Hour)
+				is.NoErr(err)
+				is.True(!gr.New) // B knows the first attempt
+				return gr.Pass
+			})
+			is.True(gr.FirstPass)
+			is.True(gr.Delayed >= delay)
+			gr2, err := a.Greylist(ctx, grey, delay, time.Minute, time.Hour)
+			is.NoErr(err)
+			is.Equal(gr2, Grey{Pass: true, Delayed: gr.Delayed})
+			for _, r := range []*Redis{a, b} {
+				n, err := r.GreylistTriplets(ctx)
+				is.NoErr(err)
+				is.Equal(n, 1)
+			}
+			n, err = a.GreylistPassed(ctx, "192.0.2.0/24", 1, time.Hour)
+			is.NoErr(err)
+			is.Equal(n, 1)
+			n, err = b.GreylistPassed(ctx, "192.0.2.0/24", 1, time.Hour)
+			is.NoErr(err)
+			is.Equal(n, 2)
 
 			is.NoErr(a.PublishStats(ctx, "relay-a", []byte("A"), time.Minute))
 			is.NoErr(b.PublishStats(ctx, "relay-b", []byte("B"), time.Minute))
@@ -284,6 +314,18 @@ func (f faultBackend) checkDown(t *testing.T, ip string) {
 		"ResetRefusals": func() error { return f.r.ResetRefusals(ctx, "k") },
 		"Allow": func() error {
 			_, err := f.r.Allow(ctx, "k", 10, time.Minute, 1)
+			return err
+		},
+		"Greylist": func() error {
+			_, err := f.r.Greylist(ctx, "192.0.2.0/24|a@example.org|b@example.net", time.Minute, time.Hour, time.Hour)
+			return err
+		},
+		"GreylistPassed": func() error {
+			_, err := f.r.GreylistPassed(ctx, "192.0.2.0/24", 1, time.Hour)
+			return err
+		},
+		"GreylistTriplets": func() error {
+			_, err := f.r.GreylistTriplets(ctx)
 			return err
 		},
 		"PublishStats": func() error { return f.r.PublishStats(ctx, "relay-a", []byte("x"), time.Minute) },

@@ -50,8 +50,27 @@ type Decision struct {
 	RetryAfter time.Duration
 }
 
+// Grey is the answer of Greylist.
+type Grey struct {
+	// Pass says whether the attempt may pass.
+	Pass bool
+	// New says this was the first attempt (or the first after the window).
+	// Memory answers Pass and New together when it holds as many triplets
+	// as it may and so lets a new triplet through without remembering it.
+	New bool
+	// Wait is how long until a retry may pass (0 when Pass).
+	Wait time.Duration
+	// Delayed is how long the triplet waited before it first passed (for
+	// the "X-Greylist: delayed N seconds" header); set when Pass.
+	Delayed time.Duration
+	// FirstPass says this attempt is the one that passed first (the
+	// caller then counts GreylistPassed for the network).
+	FirstPass bool
+}
+
 // Backend holds the dynamic state that the relays of a fleet share: bans,
-// refusal counts for automatic bans, rate limits and statistics. Memory is
+// refusal counts for automatic bans, rate limits, greylisting and
+// statistics. Memory is
 // the backend of a single relay, Redis the one of a fleet. All methods are
 // safe for concurrent use.
 type Backend interface {
@@ -81,6 +100,26 @@ type Backend interface {
 	// limit units per period per with a burst of limit. A cost above limit
 	// is never allowed; a cost of 0 only reports Remaining.
 	Allow(ctx context.Context, key string, limit int, per time.Duration, cost int) (Decision, error)
+	// Greylist records an attempt of the triplet key (client network,
+	// sender, recipient) and says whether it may pass: the first attempt
+	// is remembered and must wait delay; a retry after delay and within
+	// retry (counted from the first attempt) passes, and the triplet is
+	// then remembered as passed for keep (every later attempt passes at
+	// once and renews keep); a retry after the window is a first attempt
+	// again. It fails for an empty key, a delay that is not positive, a
+	// retry window not longer than delay and a keep that is not positive.
+	Greylist(ctx context.Context, key string, delay, retry, keep time.Duration) (Grey, error)
+	// GreylistPassed counts, for a client network, the triplets that
+	// passed (each counted once, when it passes: add is how many passed
+	// now) within the sliding window keep, and returns the count (the
+	// caller compares it to auto_whitelist_after). add 0 only reads.
+	// Counts saturate at 100 per network.
+	GreylistPassed(ctx context.Context, network string, add int, keep time.Duration) (int, error)
+	// GreylistTriplets returns how many triplets are remembered, for a
+	// gauge. Memory counts the triplets that expired since its last sweep
+	// too; Redis counts what its index holds once trimmed of what has
+	// expired.
+	GreylistTriplets(ctx context.Context) (int, error)
 	// PublishStats stores doc as the statistics of relay for ttl.
 	PublishStats(ctx context.Context, relay string, doc []byte, ttl time.Duration) error
 	// FleetStats returns, for every relay, the last document it published
@@ -105,6 +144,9 @@ const (
 	// maxRefusals is how many refusals are kept per key: counts saturate
 	// there, which bounds memory under a flood.
 	maxRefusals = 1000
+	// maxGreyPassed is where the counts of GreylistPassed saturate: far
+	// above any auto_whitelist_after, it bounds a network's window.
+	maxGreyPassed = 100
 )
 
 // normPrefix validates p and returns it masked, IPv4-mapped IPv6 prefixes
@@ -159,6 +201,34 @@ func checkWindow(key string, within time.Duration) error {
 	}
 	if within <= 0 {
 		return fmt.Errorf("state: refusal window %s is not positive", within)
+	}
+	return nil
+}
+
+// checkGrey validates the arguments of Greylist.
+func checkGrey(key string, delay, retry, keep time.Duration) error {
+	switch {
+	case key == "":
+		return errors.New("state: empty greylist key")
+	case delay <= 0:
+		return fmt.Errorf("state: greylist delay %s is not positive", delay)
+	case retry <= delay:
+		return fmt.Errorf("state: greylist retry window %s is not longer than the delay %s", retry, delay)
+	case keep <= 0:
+		return fmt.Errorf("state: greylist keep %s is not positive", keep)
+	}
+	return nil
+}
+
+// checkGreyPassed validates the arguments of GreylistPassed.
+func checkGreyPassed(network string, add int, keep time.Duration) error {
+	switch {
+	case network == "":
+		return errors.New("state: empty greylist network")
+	case add < 0:
+		return fmt.Errorf("state: greylist passed count %d is negative", add)
+	case keep <= 0:
+		return fmt.Errorf("state: greylist keep %s is not positive", keep)
 	}
 	return nil
 }

@@ -167,6 +167,15 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 	} else {
 		p("autoban", "off")
 	}
+	if g := cfg.Greylist; g.Enabled {
+		apply := "all clients"
+		if g.Listed {
+			apply = "clients a list marked (action greylist)"
+		}
+		p("greylist", "%s: delay %s, retry window %s, keep %s, networks /%d and /%d, auto-whitelist after %d", apply, g.Delay, g.RetryWindow, g.Keep, g.NetV4, g.NetV6, g.AutoWhitelistAfter)
+	} else {
+		p("greylist", "off")
+	}
 	for _, r := range cfg.RateLimits {
 		action := "tempfail"
 		if r.Reject {

@@ -183,6 +183,8 @@ func sumStats(docs []metrics.Stats) metrics.Stats {
 		addCounts(t.State.RateLimited, s.State.RateLimited)
 		t.State.RateLimitErrors += s.State.RateLimitErrors
 		t.State.Autobans += s.State.Autobans
+		t.State.GreylistDelayed += s.State.GreylistDelayed
+		t.State.GreylistPassed += s.State.GreylistPassed
 		if dir := s.Directory; dir != nil {
 			if t.Directory == nil {
 				t.Directory = &rules.DirectorySnapshot{Up: true, Lookups: map[string]uint64{}}

@@ -96,3 +96,40 @@ func TestFleetOnTheServer(t *testing.T) {
 	is.True(strings.Contains(m, "smtp_interceptor_state_backend_up 0"))
 	is.True(strings.Contains(m, "smtp_interceptor_bans 2"))
 }
+
+// TestGreylistOnTheServer: through the policy server, the first attempt
+// of a triplet is tempfailed and the retry after delay passes with the
+// X-Greylist header (PREPEND), as e2e "greylist-*" shows real Postfix
+// doing; a retry through the other relay of the fleet passes too.
+func TestGreylistOnTheServer(t *testing.T) {
+	is := is.New(t)
+	mr := miniredis.RunT(t)
+	grey := "[greylist]\nenabled = true\ndelay = \"1s\"\nauto_whitelist_after = 0\n"
+	a := startLive(t, strings.Replace(fleetConfig(mr.Addr(), "relay-a"), "[autoban]", grey+"[autoban]", 1))
+	b := startLive(t, strings.Replace(fleetConfig(mr.Addr(), "relay-b"), "[autoban]", grey+"[autoban]", 1))
+	pa, pb := a.dial(t), b.dial(t)
+	ask := func(p *policyClient, ip, id string) string {
+		return p.c.ask(fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=%s\nclient_name=unknown\nhelo_name=mx.example.com\nsender=grey@example.com\nrecipient=x@domino.test\ninstance=%s\n\n", ip, id))
+	}
+	is.Equal(ask(pa, "203.0.113.50", "g.1"), "450 4.7.1 Greylisted, try again in 1 seconds")
+	is.Equal(ask(pb, "198.51.100.50", "g.2"), "450 4.7.1 Greylisted, try again in 1 seconds")
+	seenOnB := time.Now()
+	var reply string
+	n := 0
+	waitFor(t, "the retry after the delay", func() bool {
+		n++ // another address of the same /24 each time: fleetConfig's rate limit counts per client
+		reply = ask(pa, fmt.Sprintf("203.0.113.%d", 50+n%200), fmt.Sprintf("g.%d", n))
+		return !strings.HasPrefix(reply, "450 4.7.1 Greylisted")
+	})
+	is.True(strings.HasPrefix(reply, "PREPEND X-Greylist: delayed ")) // the first pass says how long it waited
+	is.True(strings.HasSuffix(reply, " seconds by smtp-interceptor"))
+	// The triplet relay-b saw first passes through relay-a.
+	// Once its delay is over, the first retry through relay-a passes: a
+	// knows the triplet from Redis (on its own it would be a first
+	// attempt, 450).
+	waitFor(t, "relay-b's delay to pass", func() bool { return time.Since(seenOnB) > 1100*time.Millisecond })
+	is.True(strings.HasPrefix(ask(pa, "198.51.100.60", "h.1"), "PREPEND X-Greylist: delayed "))
+	m := httpGet(t, "http://"+a.metricsAddr(t)+"/metrics")
+	is.True(strings.Contains(m, "smtp_interceptor_greylist_passed_total 2"))
+	is.True(strings.Contains(m, "smtp_interceptor_greylist_triplets 2"))
+}

@@ -146,6 +146,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		Observer: rules.Observers{sessionlog.New(sessions, log), f2bObs, ab},
 		Bans:     stateBans{backend},
 		Limiter:  stateLimiter{backend},
+		Greylist: stateGreylist{backend},
 	}
 	reg := metrics.NewRegistry(counters, buildVersion())
 	ops := metrics.NewOps(reg)
@@ -283,6 +284,16 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		func() float64 { return boolGauge(backend.Up()) })
 	ops.Gauge("bans", "Bans in force (dynamic, from ban, the admin API and [autoban]), in this relay's copy.", nil,
 		func() float64 { return float64(len(backend.Bans())) })
+	ops.Gauge("greylist_triplets", "Greylisting triplets remembered by the [state] backend (pending and passed); -1 while it cannot be asked.", nil,
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			n, err := backend.GreylistTriplets(ctx)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		})
 	ops.Counter("autoban_dropped_total", "Refusals not counted towards [autoban] because the queue to the state backend was full.", nil,
 		func() float64 { return float64(ab.Dropped()) })
 	ops.Log("process", procLog)

@@ -40,6 +40,21 @@ func (s stateLimiter) Allow(ctx context.Context, key string, limit int, per time
 	return rules.RateDecision{Allowed: d.Allowed, RetryAfter: d.RetryAfter}, err
 }
 
+// stateGreylist adapts the state backend's triplets to the engine's
+// Greylister.
+type stateGreylist struct{ b state.Backend }
+
+// Greylist implements rules.Greylister.
+func (s stateGreylist) Greylist(ctx context.Context, key string, delay, retry, keep time.Duration) (rules.GreyAnswer, error) {
+	g, err := s.b.Greylist(ctx, key, delay, retry, keep)
+	return rules.GreyAnswer{Pass: g.Pass, New: g.New, FirstPass: g.FirstPass, Wait: g.Wait, Delayed: g.Delayed}, err
+}
+
+// GreylistPassed implements rules.Greylister.
+func (s stateGreylist) GreylistPassed(ctx context.Context, network string, add int, keep time.Duration) (int, error) {
+	return s.b.GreylistPassed(ctx, network, add, keep)
+}
+
 // publishStats publishes this relay's counters to the state backend every
 // interval (for stats --cluster), until ctx is done. A backend that fails
 // is tried again at the next interval.

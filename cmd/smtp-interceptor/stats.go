@@ -161,6 +161,8 @@ func printStats(w io.Writer, st *metrics.Stats, expand bool) {
 			p("SMTPInterceptor.Directory.Lookups."+string(r), d.Lookups[string(r)])
 		}
 	}
+	p("SMTPInterceptor.Greylist.Delayed", st.State.GreylistDelayed)
+	p("SMTPInterceptor.Greylist.Passed", st.State.GreylistPassed)
 	p("SMTPInterceptor.ConfigReloads.ok", st.ConfigReloads["ok"])
 	p("SMTPInterceptor.ConfigReloads.error", st.ConfigReloads["error"])
 }

@@ -34,6 +34,7 @@ type Collector struct {
 	dirLookups, dirUp, dirLatency   *prometheus.Desc
 	rateLimited, rateErrors         *prometheus.Desc
 	autobans                        *prometheus.Desc
+	greyDelayed, greyPassed         *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -66,6 +67,8 @@ func NewCollector(counters *rules.Counters) *Collector {
 		rateLimited: d("ratelimit_refusals_total", "Requests refused or tempfailed by a [[ratelimit]] rule, by rule name.", "rule"),
 		rateErrors:  d("ratelimit_errors_total", "Requests let through without being counted because the [state] backend could not be asked (rate limits fail open)."),
 		autobans:    d("autobans_total", "Clients (or networks) this relay banned by [autoban]."),
+		greyDelayed: d("greylist_delayed_total", "Recipients tempfailed by [greylist] (450 4.7.1 Greylisted)."),
+		greyPassed:  d("greylist_passed_total", "Greylisting triplets that passed after waiting."),
 		reloads:     d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
 	}
 }
@@ -74,7 +77,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
 		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs, c.zoneLatency,
-		c.dirLookups, c.dirUp, c.dirLatency, c.rateLimited, c.rateErrors, c.autobans} {
+		c.dirLookups, c.dirUp, c.dirLatency, c.rateLimited, c.rateErrors, c.autobans, c.greyDelayed, c.greyPassed} {
 		ch <- d
 	}
 }
@@ -134,6 +137,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.rateErrors, s.State.RateLimitErrors)
 	counter(c.autobans, s.State.Autobans)
+	counter(c.greyDelayed, s.State.GreylistDelayed)
+	counter(c.greyPassed, s.State.GreylistPassed)
 	for _, r := range []string{"ok", "error"} {
 		counter(c.reloads, s.ConfigReloads[r], r)
 	}
