@@ -208,6 +208,12 @@ type DNSBlacklistConfig struct {
 	Sites   []DNSSite
 	Action  ListAction
 	Message string
+	// Score is decision = "score": every site is asked, the weights of
+	// the listing ones add up (a DNS whitelist's subtract), and the
+	// action applies when the sum reaches Threshold; a sum at or below a
+	// negative AllowThreshold counts as DNS-whitelisted.
+	Score                     bool `key:"decision"`
+	Threshold, AllowThreshold int
 }
 
 // HeloConfig is the [helo] section.

@@ -396,10 +396,31 @@ func (b *builder) compileLists(raw *rawConfig, cfg *Config) {
 
 	db := raw.DNSBlacklist
 	cfg.DNSBlacklist = DNSBlacklistConfig{
-		Enabled: db.Enabled,
-		Sites:   b.sites("dns_blacklist.sites", db.Sites, "dns_blacklist.sites_file", db.SitesFile),
-		Action:  b.listAction("dns_blacklist.action", db.Action, ListLog, ListTag, ListReject, ListGreylist),
-		Message: b.message("dns_blacklist.message", db.Message),
+		Enabled:   db.Enabled,
+		Sites:     b.sites("dns_blacklist.sites", db.Sites, "dns_blacklist.sites_file", db.SitesFile),
+		Action:    b.listAction("dns_blacklist.action", db.Action, ListLog, ListTag, ListReject, ListGreylist),
+		Message:   b.message("dns_blacklist.message", db.Message),
+		Threshold: db.Threshold, AllowThreshold: db.AllowThreshold,
+	}
+	switch db.Decision {
+	case "first":
+		for _, sites := range [][]DNSSite{cfg.DNSWhitelist.Sites, cfg.DNSBlacklist.Sites} {
+			for _, s := range sites {
+				if s.Weighted {
+					b.warns = append(b.warns, fmt.Sprintf("DNS list site %q has a weight, which counts only with [dns_blacklist] decision = \"score\"", s.Name))
+				}
+			}
+		}
+	case "score":
+		cfg.DNSBlacklist.Score = true
+		if db.Threshold < 1 {
+			b.errorf("dns_blacklist.threshold", "must be 1 or more, not %d: a client no list lists scores 0", db.Threshold)
+		}
+		if db.AllowThreshold > 0 {
+			b.errorf("dns_blacklist.allow_threshold", "must be 0 (off) or negative, not %d", db.AllowThreshold)
+		}
+	default:
+		b.errorf("dns_blacklist.decision", "unknown decision %q: want first or score", db.Decision)
 	}
 	if db.Enabled && len(cfg.DNSBlacklist.Sites) == 0 {
 		b.warns = append(b.warns, "dns_blacklist: enabled but no sites are configured")

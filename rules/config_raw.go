@@ -168,6 +168,11 @@ type rawDNSBlacklist struct {
 	Action    string   `toml:"action"`
 	Message   string   `toml:"message"`
 	Mode      string   `toml:"mode"`
+	// Decision is "first" (Domino: the first listing decides) or
+	// "score" (postscreen: the weights add up).
+	Decision       string `toml:"decision"`
+	Threshold      int    `toml:"threshold"`
+	AllowThreshold int    `toml:"allow_threshold"`
 }
 
 type rawHelo struct {
@@ -272,7 +277,7 @@ func defaults() rawConfig {
 		Blacklist:        rawBlacklist{Message: "Connection denied based on policy reason"},
 		PrivateBlacklist: rawPrivateBlacklist{Action: "log", Message: "Your host %s was blacklisted."},
 		DNSWhitelist:     rawDNSWhitelist{Action: "skip"},
-		DNSBlacklist:     rawDNSBlacklist{Action: "log", Message: "Your host %s was found in a DNS blacklist."},
+		DNSBlacklist:     rawDNSBlacklist{Action: "log", Message: "Your host %s was found in a DNS blacklist.", Decision: "first", Threshold: 1},
 		Helo:             rawHelo{Message: "HELO/EHLO not accepted"},
 		MailFrom:         rawMailFrom{Message: "Sender address rejected", VerifyMessage: "Sender address rejected: Domain not found"},
 		Recipients:       rawRecipients{Message: "Recipient address rejected"},

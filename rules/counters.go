@@ -34,6 +34,7 @@ type Counters struct {
 	reloadsFailed    atomic.Uint64
 	expanded         expandedStats
 	directory        directoryCounters
+	dnsblScore       ScoreHistogram
 	state            stateCounters
 	now              func() time.Time // nil: time.Now
 }
@@ -192,6 +193,40 @@ func (h *Histogram) snapshot() HistogramSnapshot {
 	return s
 }
 
+// ScoreBuckets are the upper bounds of the DNS list score histogram.
+var ScoreBuckets = [...]float64{-10, -5, -2, -1, 0, 1, 2, 3, 5, 10, 20}
+
+// ScoreHistogram counts DNS list scores into ScoreBuckets.
+type ScoreHistogram struct {
+	buckets [len(ScoreBuckets)]atomic.Uint64
+	count   atomic.Uint64
+	sum     atomic.Int64
+}
+
+// Observe records one score.
+func (h *ScoreHistogram) Observe(score int) {
+	for i, le := range ScoreBuckets {
+		if float64(score) <= le {
+			h.buckets[i].Add(1)
+			break
+		}
+	}
+	h.count.Add(1)
+	h.sum.Add(int64(score))
+}
+
+func (h *ScoreHistogram) snapshot() HistogramSnapshot {
+	s := HistogramSnapshot{Buckets: make([]uint64, len(ScoreBuckets))}
+	var cum uint64
+	for i := range h.buckets {
+		cum += h.buckets[i].Load()
+		s.Buckets[i] = cum
+	}
+	s.Count = h.count.Load()
+	s.Sum = float64(h.sum.Load())
+	return s
+}
+
 // ObserveDNSQuery records one DNS list query sent to the network: its
 // latency goes to the histogram. A DNS client calls it (see
 // dnsclient.Options.Observe); failures are counted by the engine, which
@@ -321,6 +356,9 @@ type Snapshot struct {
 	Directory *DirectorySnapshot `json:"directory,omitempty"`
 	// State is the state backend's: bans, rate limits, reachability.
 	State StateSnapshot `json:"state"`
+	// DNSBLScore is the distribution of DNS list scores ([dns_blacklist]
+	// decision = "score"); empty otherwise.
+	DNSBLScore HistogramSnapshot `json:"dnsbl_score"`
 }
 
 // VerdictCount is the number of verdicts with one stage, action and
@@ -414,6 +452,7 @@ func (c *Counters) Snapshot() Snapshot {
 	s.CandidateDifferences = map[string]uint64{}
 	s.Directory = c.directorySnapshot()
 	s.State = c.stateSnapshot()
+	s.DNSBLScore = c.dnsblScore.snapshot()
 	c.candidateDiffs.Range(func(k, v any) bool {
 		s.CandidateDifferences[string(k.(Control))] = v.(*atomic.Uint64).Load()
 		return true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -115,6 +116,10 @@ func (e *Engine) dnsLists(ctx context.Context, cfg *Config, s *Session, t *conne
 		return
 	}
 	results := e.queryAll(ctx, dns, s.ClientIP, sites)
+	if cfg.DNSBlacklist.Score && cfg.DNSBlacklist.Enabled {
+		e.scoreLists(cfg, s, t, sites, nwl, results)
+		return
+	}
 
 	for i := 0; i < nwl; i++ {
 		if e.dnsSite(cfg, s, t, DNSWL, ControlDNSWhitelist, sites[i], results[i]) {
@@ -129,6 +134,126 @@ func (e *Engine) dnsLists(ctx context.Context, cfg *Config, s *Session, t *conne
 			return
 		}
 	}
+}
+
+// scoreLists is [dns_blacklist] decision = "score" (postscreen's
+// weights): every site's listing adds its weight (a DNS whitelist's
+// subtracts it; an error or a suspended list adds nothing); a sum at or
+// above threshold applies the blacklist action, with the score and the
+// sites in the reason and the tag header; a sum at or below a negative
+// allow_threshold counts as DNS-whitelisted.
+func (e *Engine) scoreLists(cfg *Config, s *Session, t *connectTracer, sites []*DNSSite, nwl int, results []siteResult) {
+	score := 0
+	var bl, wl []string
+	var firstBL, firstWL *DNSListing
+	for i, site := range sites {
+		kind, ctl := DNSBL, ControlDNSBlacklist
+		if i < nwl {
+			kind, ctl = DNSWL, ControlDNSWhitelist
+		}
+		listing := e.countSite(s, t, kind, ctl, site, results[i])
+		if listing == nil {
+			continue
+		}
+		w := site.Weight
+		if kind == DNSWL {
+			if w > 0 {
+				w = -w
+			}
+			wl = append(wl, site.Zone)
+			if firstWL == nil {
+				firstWL = listing
+			}
+		} else {
+			bl = append(bl, site.Zone)
+			if firstBL == nil {
+				firstBL = listing
+			}
+		}
+		score += w
+		t.r.Scored = append(t.r.Scored, ScoredListing{Kind: kind, Listing: listing})
+		t.step(ctl, "listed", site.Name+" lists "+s.ClientIP.String()+": "+strconv.Itoa(w)+", score "+strconv.Itoa(score))
+	}
+	e.counters.dnsblScore.Observe(score)
+	db := &cfg.DNSBlacklist
+	r := t.r
+	names := strings.Join(append(append([]string(nil), bl...), wl...), ", ")
+	switch {
+	case score >= db.Threshold:
+		e.counters.control(ControlDNSBlacklist)
+		firstBL.Action = db.Action
+		r.DNSBL = firstBL
+		reason := "DNS list score " + strconv.Itoa(score) + " reaches threshold " + strconv.Itoa(db.Threshold) + " (" + names + ")"
+		r.Reason = reason
+		switch db.Action {
+		case ListReject:
+			t.refuseWith(ControlDNSBlacklist, db.Message, MessageFields{IP: s.ClientIP.String(), Site: strings.Join(bl, ", "), Reason: firstBL.TXT}, reason)
+		case ListTag:
+			r.Headers = append(r.Headers, Header{Name: ScoreHeader, Value: strconv.Itoa(score) + " (" + names + ")"})
+			r.Logged = true
+			e.logHit(s, ControlDNSBlacklist, ListTag, reason)
+		case ListGreylist:
+			r.Greylist, r.Logged = true, true
+			e.logHit(s, ControlDNSBlacklist, ListGreylist, reason)
+		default:
+			r.Logged = true
+			e.logHit(s, ControlDNSBlacklist, ListLog, reason)
+		}
+		t.step(ControlDNSBlacklist, db.Action.String(), reason)
+	case db.AllowThreshold < 0 && score <= db.AllowThreshold && firstWL != nil:
+		firstWL.Action = cfg.DNSWhitelist.Action
+		r.DNSWL = firstWL
+		reason := "DNS list score " + strconv.Itoa(score) + " at or below allow_threshold " + strconv.Itoa(db.AllowThreshold) + " (" + names + ")"
+		r.Reason = reason
+		switch cfg.DNSWhitelist.Action {
+		case ListTag:
+			r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSWLHeader, Value: strings.Join(wl, ", ")})
+			r.Logged = true
+			e.logHit(s, ControlDNSWhitelist, ListTag, reason)
+		case ListLog:
+			r.Logged = true
+			e.logHit(s, ControlDNSWhitelist, ListLog, reason)
+		}
+		t.step(ControlDNSWhitelist, cfg.DNSWhitelist.Action.String(), reason)
+	default:
+		t.step(ControlDNSBlacklist, "below threshold", "score "+strconv.Itoa(score)+" is below threshold "+strconv.Itoa(db.Threshold))
+	}
+}
+
+// ScoreHeader is the tag header of decision = "score": the score and the
+// sites that listed the client.
+const ScoreHeader = "X-DNSBL-Score"
+
+// countSite counts one site's result (queries, errors, hits) and returns
+// its listing, or nil when it did not list the client.
+func (e *Engine) countSite(s *Session, t *connectTracer, kind ListKind, ctl Control, site *DNSSite, res siteResult) *DNSListing {
+	sc := e.counters.Site(kind, site.Zone)
+	switch res.status {
+	case siteSuspended:
+		t.step(ctl, "skipped", site.Name+": "+res.detail)
+		return nil
+	}
+	sc.Queries.Add(1)
+	switch res.status {
+	case siteNotListed:
+		t.step(ctl, "not listed", site.Name)
+		return nil
+	case siteError:
+		sc.Errors.Add(1)
+		t.r.DNSErrors = append(t.r.DNSErrors, site.Zone)
+		e.log.Warn("dns list error", slog.String("session", s.ID), slog.String("client", s.ClientIP.String()),
+			slog.String("site", site.Name), slog.String("error", res.detail))
+		t.step(ctl, "error", site.Name+": "+res.detail+"; adds nothing to the score")
+		return nil
+	}
+	sc.Hits.Add(1)
+	if kind == DNSWL {
+		e.counters.dnswlHits.Add(1)
+	} else {
+		e.counters.dnsblHits.Add(1)
+	}
+	e.counters.expanded.hit(kind, site.Zone, s.ClientIP)
+	return &DNSListing{Site: site.Name, Zone: site.Zone, Answers: res.listed, TXT: res.txt}
 }
 
 // dnsSite counts and applies one site's result; it reports whether the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -14,7 +15,8 @@ import (
 // where the filter is four dot-separated octet patterns, each a number or
 // "[...]" holding ";"-separated numbers and "a..b" ranges, for example
 // "zen.spamhaus.org=127.0.0.[2..11]" or "list.dnswl.org=127.0.[0..255].[1..3]".
-// postscreen's weights ("*3") are not supported.
+// A weight may follow, as in postscreen ("zen.spamhaus.org*3"): it counts
+// only with [dns_blacklist] decision = "score".
 type DNSSite struct {
 	// Name is the site as configured, e.g. "zen.spamhaus.org=127.0.0.[2..11]".
 	Name string
@@ -23,6 +25,11 @@ type DNSSite struct {
 	Zone string
 	// filter limits which answers count as a listing; nil: every answer.
 	filter *answerFilter
+	// Weight is what a listing adds to the score (decision = "score"); 1
+	// unless written. A DNS whitelist's listing subtracts it.
+	Weight int
+	// Weighted says the weight was written.
+	Weighted bool
 }
 
 // answerFilter holds, for each of the four octets of an answer, the set of
@@ -43,8 +50,14 @@ func parseDNSSite(v string) (DNSSite, error) {
 	if s == "" {
 		return DNSSite{}, fmt.Errorf("%q: empty DNS list site", v)
 	}
+	weight, weighted := 1, false
 	if star := strings.LastIndexByte(s, '*'); star >= 0 && isWeight(s[star+1:]) {
-		return DNSSite{}, fmt.Errorf("%q: weights (%q) are not supported, a listing counts once: remove the weight", v, s[star:])
+		w, err := strconv.Atoi(strings.TrimPrefix(s[star+1:], "+"))
+		if err != nil || w < -1000 || w > 1000 {
+			return DNSSite{}, fmt.Errorf("%q: weight %q: want a whole number between -1000 and 1000", v, s[star+1:])
+		}
+		weight, weighted = w, true
+		s = s[:star]
 	}
 	zone, filter, hasFilter := strings.Cut(s, "=")
 	zone = strings.TrimSuffix(zone, ".")
@@ -54,7 +67,7 @@ func parseDNSSite(v string) (DNSSite, error) {
 	if p := dnsNameProblem(zone); p != "" {
 		return DNSSite{}, fmt.Errorf("%q: %q is not a valid DNS zone: %s", v, zone, p)
 	}
-	site := DNSSite{Name: s, Zone: lowerASCII(zone)}
+	site := DNSSite{Name: strings.TrimSpace(v), Zone: lowerASCII(zone), Weight: weight, Weighted: weighted}
 	if !hasFilter {
 		return site, nil
 	}

@@ -51,9 +51,7 @@ func TestParseDNSSiteErrors(t *testing.T) {
 		want  string
 	}{
 		{"", "empty DNS list site"},
-		{"zen.spamhaus.org*3", `weights ("*3") are not supported`},
-		{"zen.spamhaus.org=127.0.0.[2..11]*2", `weights ("*2") are not supported`},
-		{"list.dnswl.org=127.0.[0..255].[1..3]*-5", `weights ("*-5") are not supported`},
+		{"zen.spamhaus.org*3000", "between -1000 and 1000"},
 		{"*.spamhaus.org", "not a valid DNS zone"},
 		{"zen spamhaus.org", "not a valid DNS zone"},
 		{"zen..spamhaus.org", "empty label"},
@@ -112,4 +110,28 @@ func TestIsDNSListErrorCode(t *testing.T) {
 		})
 	}
 	is.New(t).True(!IsDNSListErrorCode(netip.Addr{}))
+}
+
+// TestParseDNSSiteWeights: postscreen's weights, for decision = "score".
+func TestParseDNSSiteWeights(t *testing.T) {
+	is := is.New(t)
+	for _, tt := range []struct {
+		v, zone string
+		weight  int
+		written bool
+	}{
+		{"zen.spamhaus.org*3", "zen.spamhaus.org", 3, true},
+		{"zen.spamhaus.org=127.0.0.[2..11]*2", "zen.spamhaus.org", 2, true},
+		{"list.dnswl.org=127.0.[0..255].[1..3]*-5", "list.dnswl.org", -5, true},
+		{"bl.spamcop.net", "bl.spamcop.net", 1, false},
+	} {
+		s, err := ParseDNSSite(Entry{Value: tt.v})
+		is.True(err == nil)
+		is.Equal(s.Zone, tt.zone)
+		is.Equal(s.Weight, tt.weight)
+		is.Equal(s.Weighted, tt.written)
+		is.Equal(s.Name, tt.v)
+	}
+	s, _ := ParseDNSSite(Entry{Value: "bl.example=127.0.0.[2..3]*4"})
+	is.True(s.Accepts(netip.MustParseAddr("127.0.0.3")) && !s.Accepts(netip.MustParseAddr("127.0.0.4"))) // the filter without the weight
 }

@@ -94,6 +94,10 @@ func TestGreylist(t *testing.T) {
 	is.Equal(v.Action, ActionAccept)
 	is.Equal(len(e.Tags(s)), 0)
 
+	// IPv6 clients count by /64.
+	msg("2001:db8:1:2::25", "bob@example.com", "x@domino.test")
+	is.Equal(g.keys[len(g.keys)-1], "2001:db8:1:2::/64|bob@example.com|x@domino.test")
+
 	// A second triplet of the network passes: it is auto-whitelisted.
 	msg("192.0.2.7", "carol@example.com", "x@domino.test")
 	g.advance(2 * time.Minute)
@@ -102,7 +106,7 @@ func TestGreylist(t *testing.T) {
 	is.Equal(v.Action, ActionAccept) // auto-whitelisted: 2 passed
 	st := counters.Snapshot().State
 	is.Equal(st.GreylistPassed, uint64(2))
-	is.Equal(st.GreylistDelayed, uint64(3))
+	is.Equal(st.GreylistDelayed, uint64(4))
 
 	// Exempt: whitelisted (any scope), authenticated.
 	n := len(g.keys)

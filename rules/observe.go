@@ -162,9 +162,12 @@ func (e *Engine) endMessage(s *Session) {
 		kind ListKind
 		l    *DNSListing
 	}{{DNSWL, c.DNSWL}, {DNSBL, c.DNSBL}} {
-		if l.l != nil {
+		if l.l != nil && len(c.Scored) == 0 {
 			r.DNSLists = append(r.DNSLists, DNSRecord{Kind: l.kind, Site: l.l.Site, Answers: l.l.Answers, TXT: l.l.TXT, Action: l.l.Action.String()})
 		}
+	}
+	for _, l := range c.Scored { // decision = "score": every listing that counted
+		r.DNSLists = append(r.DNSLists, DNSRecord{Kind: l.Kind, Site: l.Listing.Site, Answers: l.Listing.Answers, TXT: l.Listing.TXT, Action: l.Listing.Action.String()})
 	}
 	r.DNSListErrors = c.DNSErrors
 	e.obs.Message(r)

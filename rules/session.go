@@ -172,10 +172,19 @@ type ConnectResult struct {
 	// DNSWL and DNSBL hold the DNS list answers that counted: the listing
 	// whitelist and the listing blacklist, if any.
 	DNSWL, DNSBL *DNSListing
+	// Scored lists every listing site of decision = "score" (whitelists
+	// first), for the session log: replay adds them up again.
+	Scored []ScoredListing
 	// DNSErrors lists the sites whose answer was an error.
 	DNSErrors []string
 	// Trace is the connect stage's trace (when Session.Trace is set).
 	Trace []TraceStep
+}
+
+// ScoredListing is one listing that counted in a DNS list score.
+type ScoredListing struct {
+	Kind    ListKind
+	Listing *DNSListing
 }
 
 // DNSListing is a DNS list's answer for a client that counted as listed.

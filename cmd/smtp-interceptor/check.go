@@ -125,7 +125,11 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 		p("dns_whitelist", "off")
 	}
 	if d := cfg.DNSBlacklist; d.Enabled {
-		p("dns_blacklist", "on, action %s, sites %s", d.Action, siteNames(d.Sites))
+		decision := "the first listing decides"
+		if d.Score {
+			decision = fmt.Sprintf("score: action at %d or above, whitelisted at %d or below (0: off)", d.Threshold, d.AllowThreshold)
+		}
+		p("dns_blacklist", "on, action %s, sites %s; %s", d.Action, siteNames(d.Sites), decision)
 	} else {
 		p("dns_blacklist", "off")
 	}

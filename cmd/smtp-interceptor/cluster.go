@@ -174,6 +174,7 @@ func sumStats(docs []metrics.Stats) metrics.Stats {
 			zones[z.Zone] = sum
 		}
 		t.DNSLatency = addHistogram(t.DNSLatency, s.DNSLatency)
+		t.DNSBLScore = addHistogram(t.DNSBLScore, s.DNSBLScore)
 		for zone, h := range s.ZoneLatency {
 			t.ZoneLatency[zone] = addHistogram(t.ZoneLatency[zone], h)
 		}

@@ -161,6 +161,12 @@ func printStats(w io.Writer, st *metrics.Stats, expand bool) {
 			p("SMTPInterceptor.Directory.Lookups."+string(r), d.Lookups[string(r)])
 		}
 	}
+	if n := st.DNSBLScore.Count; n > 0 {
+		// [dns_blacklist] decision = "score": how many clients were
+		// scored, and their total (the histogram is in the metrics).
+		p("SMTPInterceptor.DNSBL.Score.Count", n)
+		fmt.Fprintf(w, "SMTPInterceptor.DNSBL.Score.Sum = %.0f\n", st.DNSBLScore.Sum)
+	}
 	p("SMTPInterceptor.Greylist.Delayed", st.State.GreylistDelayed)
 	p("SMTPInterceptor.Greylist.Passed", st.State.GreylistPassed)
 	p("SMTPInterceptor.ConfigReloads.ok", st.ConfigReloads["ok"])

@@ -35,6 +35,7 @@ type Collector struct {
 	rateLimited, rateErrors         *prometheus.Desc
 	autobans                        *prometheus.Desc
 	greyDelayed, greyPassed         *prometheus.Desc
+	score                           *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -69,6 +70,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 		autobans:    d("autobans_total", "Clients (or networks) this relay banned by [autoban]."),
 		greyDelayed: d("greylist_delayed_total", "Recipients tempfailed by [greylist] (450 4.7.1 Greylisted)."),
 		greyPassed:  d("greylist_passed_total", "Greylisting triplets that passed after waiting."),
+		score:       d("dnsbl_score", "DNS list scores of the clients ([dns_blacklist] decision = \"score\": the weights of the listing blacklists, less those of the listing whitelists)."),
 		reloads:     d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
 	}
 }
@@ -77,7 +79,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
 		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs, c.zoneLatency,
-		c.dirLookups, c.dirUp, c.dirLatency, c.rateLimited, c.rateErrors, c.autobans, c.greyDelayed, c.greyPassed} {
+		c.dirLookups, c.dirUp, c.dirLatency, c.rateLimited, c.rateErrors, c.autobans, c.greyDelayed, c.greyPassed, c.score} {
 		ch <- d
 	}
 }
@@ -139,6 +141,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.autobans, s.State.Autobans)
 	counter(c.greyDelayed, s.State.GreylistDelayed)
 	counter(c.greyPassed, s.State.GreylistPassed)
+	if s.DNSBLScore.Count > 0 {
+		sb := make(map[float64]uint64, len(rules.ScoreBuckets))
+		for i, le := range rules.ScoreBuckets {
+			sb[le] = s.DNSBLScore.Buckets[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(c.score, s.DNSBLScore.Count, s.DNSBLScore.Sum, sb)
+	}
 	for _, r := range []string{"ok", "error"} {
 		counter(c.reloads, s.ConfigReloads[r], r)
 	}
