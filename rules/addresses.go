@@ -95,14 +95,7 @@ func (a *AddressList) Match(addr string) (entry string, ok bool) {
 	if a == nil {
 		return "", false
 	}
-	if len(addr) >= 2 && addr[0] == '<' && addr[len(addr)-1] == '>' {
-		addr = addr[1 : len(addr)-1]
-	}
-	if len(addr) > 0 && addr[0] == '@' {
-		if colon := strings.IndexByte(addr, ':'); colon >= 0 {
-			addr = addr[colon+1:]
-		}
-	}
+	addr = bareAddress(addr)
 	if addr == "" {
 		if a.null >= 0 {
 			a.hits.hit(a.null)
@@ -110,7 +103,6 @@ func (a *AddressList) Match(addr string) (entry string, ok bool) {
 		}
 		return "", false
 	}
-	addr = strings.TrimSuffix(addr, ".")
 
 	var buf [maxStackAddress]byte
 	var b []byte

@@ -81,17 +81,9 @@ func (b *builder) compileDirectory(raw *rawConfig, cfg *Config) {
 	case d.BindPasswordFile == "" && dc.BindDN != "":
 		b.errorf("directory.bind_dn", "needs bind_password_file (a file holding the password); leave bind_dn out to bind anonymously")
 	case d.BindPasswordFile != "":
-		p := b.path(d.BindPasswordFile)
-		data, err := os.ReadFile(p)
-		if err != nil {
-			b.errorf("directory.bind_password_file", "read password: %v", err)
-			break
-		}
-		b.files = append(b.files, p)
-		dc.BindPassword = Secret(strings.TrimRight(string(data), "\r\n"))
-		if dc.BindPassword == "" {
-			b.errorf("directory.bind_password_file", "%s is empty: an LDAP bind with a DN and no password is an unauthenticated bind", p)
-		}
+		// Empty is refused too: an LDAP bind with a DN and no password is
+		// an unauthenticated bind.
+		dc.BindPassword, _ = b.secretFile("directory.bind_password_file", d.BindPasswordFile)
 	}
 	if len(d.URL) > 0 && len(d.Domains) == 0 {
 		b.errorf("directory.domains", "no domain: list the local Internet domains whose recipients are verified, e.g. [\"acme.example\"]")

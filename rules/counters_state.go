@@ -13,7 +13,7 @@ type stateCounters struct {
 	errors   atomic.Uint64
 	autobans atomic.Uint64
 	// greylist: first attempts tempfailed, triplets that passed.
-	greyDelayed, greyPassed atomic.Uint64
+	greyDelayed, greyPassed, greyErrors atomic.Uint64
 	// down is set while the backend is unreachable.
 	down atomic.Bool
 }
@@ -31,6 +31,8 @@ func (c *Counters) rateLimitError() { c.state.errors.Add(1) }
 func (c *Counters) greylistDelayed() { c.state.greyDelayed.Add(1) }
 
 func (c *Counters) greylistPassed() { c.state.greyPassed.Add(1) }
+
+func (c *Counters) greylistError() { c.state.greyErrors.Add(1) }
 
 // Autobanned counts an automatic ban.
 func (c *Counters) Autobanned() { c.state.autobans.Add(1) }
@@ -53,12 +55,16 @@ type StateSnapshot struct {
 	// GreylistPassed triplets that passed after waiting.
 	GreylistDelayed uint64 `json:"greylist_delayed"`
 	GreylistPassed  uint64 `json:"greylist_passed"`
+	// GreylistErrors counts recipients let through because the triplet
+	// store could not be asked (greylisting fails open).
+	GreylistErrors uint64 `json:"greylist_errors"`
 }
 
 func (c *Counters) stateSnapshot() StateSnapshot {
 	s := StateSnapshot{Up: !c.state.down.Load(), RateLimited: map[string]uint64{},
 		RateLimitErrors: c.state.errors.Load(), Autobans: c.state.autobans.Load(),
-		GreylistDelayed: c.state.greyDelayed.Load(), GreylistPassed: c.state.greyPassed.Load()}
+		GreylistDelayed: c.state.greyDelayed.Load(), GreylistPassed: c.state.greyPassed.Load(),
+		GreylistErrors: c.state.greyErrors.Load()}
 	c.state.limited.Range(func(k, v any) bool {
 		s.RateLimited[k.(string)] = v.(*atomic.Uint64).Load()
 		return true

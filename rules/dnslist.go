@@ -176,45 +176,14 @@ func (e *Engine) scoreLists(cfg *Config, s *Session, t *connectTracer, sites []*
 	}
 	e.counters.dnsblScore.Observe(score)
 	db := &cfg.DNSBlacklist
-	r := t.r
 	names := strings.Join(append(append([]string(nil), bl...), wl...), ", ")
 	switch {
 	case score >= db.Threshold:
-		e.counters.control(ControlDNSBlacklist)
-		firstBL.Action = db.Action
-		r.DNSBL = firstBL
 		reason := "DNS list score " + strconv.Itoa(score) + " reaches threshold " + strconv.Itoa(db.Threshold) + " (" + names + ")"
-		r.Reason = reason
-		switch db.Action {
-		case ListReject:
-			t.refuseWith(ControlDNSBlacklist, db.Message, MessageFields{IP: s.ClientIP.String(), Site: strings.Join(bl, ", "), Reason: firstBL.TXT}, reason)
-		case ListTag:
-			r.Headers = append(r.Headers, Header{Name: ScoreHeader, Value: strconv.Itoa(score) + " (" + names + ")"})
-			r.Logged = true
-			e.logHit(s, ControlDNSBlacklist, ListTag, reason)
-		case ListGreylist:
-			r.Greylist, r.Logged = true, true
-			e.logHit(s, ControlDNSBlacklist, ListGreylist, reason)
-		default:
-			r.Logged = true
-			e.logHit(s, ControlDNSBlacklist, ListLog, reason)
-		}
-		t.step(ControlDNSBlacklist, db.Action.String(), reason)
+		e.applyDNSBL(cfg, s, t, firstBL, Header{Name: ScoreHeader, Value: strconv.Itoa(score) + " (" + names + ")"}, strings.Join(bl, ", "), reason)
 	case db.AllowThreshold < 0 && score <= db.AllowThreshold && firstWL != nil:
-		firstWL.Action = cfg.DNSWhitelist.Action
-		r.DNSWL = firstWL
 		reason := "DNS list score " + strconv.Itoa(score) + " at or below allow_threshold " + strconv.Itoa(db.AllowThreshold) + " (" + names + ")"
-		r.Reason = reason
-		switch cfg.DNSWhitelist.Action {
-		case ListTag:
-			r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSWLHeader, Value: strings.Join(wl, ", ")})
-			r.Logged = true
-			e.logHit(s, ControlDNSWhitelist, ListTag, reason)
-		case ListLog:
-			r.Logged = true
-			e.logHit(s, ControlDNSWhitelist, ListLog, reason)
-		}
-		t.step(ControlDNSWhitelist, cfg.DNSWhitelist.Action.String(), reason)
+		e.applyDNSWL(cfg, s, t, firstWL, strings.Join(wl, ", "), reason)
 	default:
 		t.step(ControlDNSBlacklist, "below threshold", "score "+strconv.Itoa(score)+" is below threshold "+strconv.Itoa(db.Threshold))
 	}
@@ -225,52 +194,21 @@ func (e *Engine) scoreLists(cfg *Config, s *Session, t *connectTracer, sites []*
 const ScoreHeader = "X-DNSBL-Score"
 
 // countSite counts one site's result (queries, errors, hits) and returns
-// its listing, or nil when it did not list the client.
+// its listing, or nil when it did not list the client (an error counts
+// as not listed).
 func (e *Engine) countSite(s *Session, t *connectTracer, kind ListKind, ctl Control, site *DNSSite, res siteResult) *DNSListing {
-	sc := e.counters.Site(kind, site.Zone)
-	switch res.status {
-	case siteSuspended:
-		t.step(ctl, "skipped", site.Name+": "+res.detail)
-		return nil
-	}
-	sc.Queries.Add(1)
-	switch res.status {
-	case siteNotListed:
-		t.step(ctl, "not listed", site.Name)
-		return nil
-	case siteError:
-		sc.Errors.Add(1)
-		t.r.DNSErrors = append(t.r.DNSErrors, site.Zone)
-		e.log.Warn("dns list error", slog.String("session", s.ID), slog.String("client", s.ClientIP.String()),
-			slog.String("site", site.Name), slog.String("error", res.detail))
-		t.step(ctl, "error", site.Name+": "+res.detail+"; adds nothing to the score")
-		return nil
-	}
-	sc.Hits.Add(1)
-	if kind == DNSWL {
-		e.counters.dnswlHits.Add(1)
-	} else {
-		e.counters.dnsblHits.Add(1)
-	}
-	e.counters.expanded.hit(kind, site.Zone, s.ClientIP)
-	return &DNSListing{Site: site.Name, Zone: site.Zone, Answers: res.listed, TXT: res.txt}
-}
-
-// dnsSite counts and applies one site's result; it reports whether the
-// site listed the client (and so decided).
-func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKind, ctl Control, site *DNSSite, res siteResult) bool {
 	sc := e.counters.Site(kind, site.Zone)
 	switch res.status {
 	case siteSuspended:
 		// The prober logged it as an error when it suspended the list.
 		t.step(ctl, "skipped", site.Name+": "+res.detail)
-		return false
+		return nil
 	}
 	sc.Queries.Add(1)
 	switch res.status {
 	case siteNotListed:
 		t.step(ctl, "not listed", site.Name)
-		return false
+		return nil
 	case siteError:
 		sc.Errors.Add(1)
 		t.r.DNSErrors = append(t.r.DNSErrors, site.Zone)
@@ -284,54 +222,81 @@ func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKin
 			slog.String("site", site.Name),
 			slog.String("error", res.detail))
 		t.step(ctl, "error", site.Name+": "+res.detail+"; counted as not listed")
+		return nil
+	}
+	sc.Hits.Add(1)
+	if kind == DNSWL {
+		e.counters.dnswlHits.Add(1)
+	} else {
+		e.counters.dnsblHits.Add(1)
+	}
+	e.counters.expanded.hit(kind, site.Zone, s.ClientIP)
+	return &DNSListing{Site: site.Name, Zone: site.Zone, Answers: res.listed, TXT: res.txt}
+}
+
+// dnsSite counts and applies one site's result (decision = "first"); it
+// reports whether the site listed the client (and so decided).
+func (e *Engine) dnsSite(cfg *Config, s *Session, t *connectTracer, kind ListKind, ctl Control, site *DNSSite, res siteResult) bool {
+	listing := e.countSite(s, t, kind, ctl, site, res)
+	if listing == nil {
 		return false
 	}
-
-	sc.Hits.Add(1)
-	e.counters.control(ctl)
-	e.counters.expanded.hit(kind, site.Zone, s.ClientIP)
-	listing := &DNSListing{Site: site.Name, Zone: site.Zone, Answers: res.listed, TXT: res.txt}
 	reason := string(kind) + " " + site.Zone + " lists " + s.ClientIP.String() + " (" + joinAddrs(res.listed) + ")"
 	if res.txt != "" {
 		reason += ": " + res.txt
 	}
-	r := t.r
-	r.Reason = reason
 	if kind == DNSWL {
-		e.counters.dnswlHits.Add(1)
-		listing.Action = cfg.DNSWhitelist.Action
-		r.DNSWL = listing
-		switch cfg.DNSWhitelist.Action {
-		case ListTag:
-			r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSWLHeader, Value: site.Zone})
-			r.Logged = true
-			e.logHit(s, ctl, ListTag, reason)
-		case ListLog:
-			r.Logged = true
-			e.logHit(s, ctl, ListLog, reason)
-		}
-		t.step(ctl, cfg.DNSWhitelist.Action.String(), reason)
-		return true
+		e.applyDNSWL(cfg, s, t, listing, site.Zone, reason)
+	} else {
+		e.applyDNSBL(cfg, s, t, listing, Header{Name: cfg.Tags.DNSBLHeader, Value: site.Zone}, site.Zone, reason)
 	}
-	e.counters.dnsblHits.Add(1)
-	listing.Action = cfg.DNSBlacklist.Action
-	r.DNSBL = listing
-	switch cfg.DNSBlacklist.Action {
-	case ListReject:
-		t.refuseWith(ctl, cfg.DNSBlacklist.Message, MessageFields{IP: s.ClientIP.String(), Site: site.Zone, Reason: res.txt}, reason)
+	return true
+}
+
+// applyDNSWL applies [dns_whitelist] action for a client its listing (or
+// a score at or below allow_threshold) whitelists; sites is the header
+// value of the tag action.
+func (e *Engine) applyDNSWL(cfg *Config, s *Session, t *connectTracer, listing *DNSListing, sites, reason string) {
+	e.counters.control(ControlDNSWhitelist)
+	r := t.r
+	listing.Action = cfg.DNSWhitelist.Action
+	r.DNSWL, r.Reason = listing, reason
+	switch cfg.DNSWhitelist.Action {
 	case ListTag:
-		r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSBLHeader, Value: site.Zone})
+		r.Headers = append(r.Headers, Header{Name: cfg.Tags.DNSWLHeader, Value: sites})
 		r.Logged = true
-		e.logHit(s, ctl, ListTag, reason)
+		e.logHit(s, ControlDNSWhitelist, ListTag, reason)
+	case ListLog:
+		r.Logged = true
+		e.logHit(s, ControlDNSWhitelist, ListLog, reason)
+	}
+	t.step(ControlDNSWhitelist, cfg.DNSWhitelist.Action.String(), reason)
+}
+
+// applyDNSBL applies [dns_blacklist] action for a client its listing (or
+// its score) condemns: tag adds header, reject refuses with the message
+// (sites is its second %s).
+func (e *Engine) applyDNSBL(cfg *Config, s *Session, t *connectTracer, listing *DNSListing, header Header, sites, reason string) {
+	e.counters.control(ControlDNSBlacklist)
+	r := t.r
+	db := &cfg.DNSBlacklist
+	listing.Action = db.Action
+	r.DNSBL, r.Reason = listing, reason
+	switch db.Action {
+	case ListReject:
+		t.refuseWith(ControlDNSBlacklist, db.Message, MessageFields{IP: s.ClientIP.String(), Site: sites, Reason: listing.TXT}, reason)
+	case ListTag:
+		r.Headers = append(r.Headers, header)
+		r.Logged = true
+		e.logHit(s, ControlDNSBlacklist, ListTag, reason)
 	case ListGreylist:
 		r.Greylist, r.Logged = true, true
-		e.logHit(s, ctl, ListGreylist, reason)
+		e.logHit(s, ControlDNSBlacklist, ListGreylist, reason)
 	default:
 		r.Logged = true
-		e.logHit(s, ctl, ListLog, reason)
+		e.logHit(s, ControlDNSBlacklist, ListLog, reason)
 	}
-	t.step(ctl, cfg.DNSBlacklist.Action.String(), reason)
-	return true
+	t.step(ControlDNSBlacklist, db.Action.String(), reason)
 }
 
 func joinAddrs(addrs []netip.Addr) string {

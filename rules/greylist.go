@@ -105,6 +105,7 @@ func (e *Engine) greylist(ctx context.Context, cfg *Config, s *Session, rcpt str
 	key := network + "|" + NormalizeSender(s.MailFrom) + "|" + strings.ToLower(bareAddress(rcpt))
 	ans, err := gl.Greylist(ctx, key, g.Delay, g.RetryWindow, g.Keep)
 	if err != nil {
+		e.counters.greylistError()
 		if s.Trace {
 			v.trace(s, ControlGreylist, "error", err.Error()+"; let through")
 		}
@@ -146,16 +147,20 @@ func (e *Engine) greylist(ctx context.Context, cfg *Config, s *Session, rcpt str
 
 // greyNetwork is the client's network as greylisting counts it.
 func greyNetwork(ip netip.Addr, g *GreylistConfig) string {
+	return ClientNetwork(ip, g.NetV4, g.NetV6).String()
+}
+
+// ClientNetwork is the network of ip that greylisting, automatic bans
+// and client_net rate limits count by: its first v4 bits for IPv4 (an
+// IPv4-mapped address counts as IPv4), v6 for IPv6.
+func ClientNetwork(ip netip.Addr, v4, v6 int) netip.Prefix {
 	ip = ip.Unmap()
-	bits := g.NetV6
+	bits := v6
 	if ip.Is4() {
-		bits = g.NetV4
+		bits = v4
 	}
-	p, err := ip.Prefix(bits)
-	if err != nil {
-		return ip.String()
-	}
-	return p.String()
+	p, _ := ip.Prefix(bits)
+	return p
 }
 
 // NormalizeSender is the sender as greylisting's triplets know it, as

@@ -121,6 +121,7 @@ func TestGreylist(t *testing.T) {
 	g.err = errors.New("state backend unavailable")
 	v, _ = msg("203.0.113.5", "new@example.com", "x@domino.test")
 	is.Equal(v.Action, ActionAccept)
+	is.Equal(counters.Snapshot().State.GreylistErrors, uint64(1)) // and counted
 }
 
 // TestGreylistListed: with apply_to = "listed" only clients a list marked

@@ -154,15 +154,7 @@ func rateKey(key string, s *Session) (string, bool) {
 	case RateKeyClient:
 		return s.ClientIP.String(), s.ClientIP.IsValid()
 	case RateKeyClientNet:
-		if !s.ClientIP.IsValid() {
-			return "", false
-		}
-		bits := 24
-		if s.ClientIP.Unmap().Is6() {
-			bits = 64
-		}
-		p, _ := s.ClientIP.Unmap().Prefix(bits)
-		return p.String(), true
+		return ClientNetwork(s.ClientIP, 24, 64).String(), s.ClientIP.IsValid()
 	case RateKeySender:
 		a := strings.ToLower(bareAddress(s.MailFrom))
 		return a, a != ""

@@ -102,8 +102,7 @@
 // time atomically on the key's server, on that server's clock, so the
 // fleet as a whole admits exactly what one limiter would: concurrency
 // between relays and skew between their clocks add nothing, the error is
-// zero. (The calls of concurrent requests share pipelines, which changes
-// no decision.)
+// zero.
 //
 // A limit of 1000 or more is decided by each relay on its own while the
 // key is far from it (redis_local.go): a relay admits a request while, by

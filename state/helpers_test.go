@@ -14,27 +14,12 @@ import (
 )
 
 // fakeClock is a clock that moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = testutil.Clock
 
 func newFakeClock() *fakeClock {
 	// Start at the real time, whole second, so that a Redis server's own
 	// clock is close to it.
-	return &fakeClock{now: time.Now().Truncate(time.Second)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+	return testutil.NewClock(time.Now().Truncate(time.Second))
 }
 
 // recorder is a slog.Handler that keeps the records, and passes them on

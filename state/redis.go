@@ -111,8 +111,7 @@ type Redis struct {
 
 	badSeen map[string]string // field -> bad value already logged; loop only
 
-	allowCh chan *allowReq // rate-limit calls waiting for a worker
-	local   *localLimits   // rate limits decided here between flushes
+	local *localLimits // rate limits decided here between flushes
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -205,7 +204,6 @@ func OpenRedis(o RedisOptions) (*Redis, error) {
 		first:        make(chan struct{}),
 		done:         make(chan struct{}),
 	}
-	r.startBatcher()
 	r.local = newLocalLimits()
 	go r.local.run(r)
 	go r.run()

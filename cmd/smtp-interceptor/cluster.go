@@ -186,6 +186,7 @@ func sumStats(docs []metrics.Stats) metrics.Stats {
 		t.State.Autobans += s.State.Autobans
 		t.State.GreylistDelayed += s.State.GreylistDelayed
 		t.State.GreylistPassed += s.State.GreylistPassed
+		t.State.GreylistErrors += s.State.GreylistErrors
 		if dir := s.Directory; dir != nil {
 			if t.Directory == nil {
 				t.Directory = &rules.DirectorySnapshot{Up: true, Lookups: map[string]uint64{}}

@@ -312,7 +312,7 @@ func TestClusterSumKnowsEveryField(t *testing.T) {
 		reflect.TypeFor[rules.Snapshot](): {"WhitelistHits", "BlacklistHits", "PrivateBlacklistHits", "DNSBLHits", "DNSWLHits",
 			"Controls", "Verdicts", "Sites", "Suspended", "Zones", "DNSLatency", "ZoneLatency", "ConfigReloads", "LastReloadOK",
 			"LastLoaded", "CandidateDifferences", "Directory", "State", "DNSBLScore"},
-		reflect.TypeFor[rules.StateSnapshot]():     {"Up", "RateLimited", "RateLimitErrors", "Autobans", "GreylistDelayed", "GreylistPassed"},
+		reflect.TypeFor[rules.StateSnapshot]():     {"Up", "RateLimited", "RateLimitErrors", "Autobans", "GreylistDelayed", "GreylistPassed", "GreylistErrors"},
 		reflect.TypeFor[rules.DirectorySnapshot](): {"Up", "Lookups", "Latency"},
 		reflect.TypeFor[rules.SiteSnapshot]():      {"Kind", "Site", "Hits", "Errors", "Queries"},
 		reflect.TypeFor[rules.ZoneSnapshot]():      {"Zone", "Suspended", "LastSuspended"},

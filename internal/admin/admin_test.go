@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,23 +20,8 @@ import (
 
 const testToken = "0123456789abcdef0123456789abcdef"
 
-// clock is a settable clock shared by the handler and the backend.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// clock is the settable clock the handler and the backend share.
+type clock = testutil.Clock
 
 // api is a Handler over a memory backend, with its clock and log.
 type api struct {
@@ -50,7 +34,7 @@ type api struct {
 
 func newAPI(t *testing.T, token string) *api {
 	t.Helper()
-	clk := &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 	m, err := state.OpenMemory(state.MemoryOptions{Now: clk.Now, Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -314,13 +298,13 @@ func TestExpiry(t *testing.T) {
 	code, _ = a.call("POST", "/api/bans", `{"prefix":"192.0.2.2"}`)
 	is.Equal(code, 201)
 
-	a.clock.advance(89 * time.Minute)
+	a.clock.Advance(89 * time.Minute)
 	_, v = a.call("GET", "/api/bans", "")
 	is.Equal(prefixes(t, v), []string{"192.0.2.1/32", "192.0.2.2/32"})
 	_, banned := a.backend.Banned(netip.MustParseAddr("192.0.2.1"))
 	is.True(banned)
 
-	a.clock.advance(time.Minute)
+	a.clock.Advance(time.Minute)
 	_, v = a.call("GET", "/api/bans", "")
 	is.Equal(prefixes(t, v), []string{"192.0.2.2/32"}) // expired at 90m; the other never does
 	_, banned = a.backend.Banned(netip.MustParseAddr("192.0.2.1"))

@@ -138,13 +138,7 @@ func (o *Observer) Run(ctx context.Context) {
 
 // Network returns the prefix an automatic ban of ip covers.
 func Network(ip netip.Addr, cfg rules.AutobanConfig) netip.Prefix {
-	ip = ip.Unmap()
-	bits := cfg.NetV6
-	if ip.Is4() {
-		bits = cfg.NetV4
-	}
-	p, _ := ip.Prefix(bits)
-	return p
+	return rules.ClientNetwork(ip, cfg.NetV4, cfg.NetV6)
 }
 
 func (o *Observer) count(ctx context.Context, r refusal) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,23 +14,8 @@ import (
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
 )
 
-// clock is a settable clock shared by the observer and the counters.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// clock is the settable clock the observer and the counters share.
+type clock = testutil.Clock
 
 // holdSetup is an engine with two DNS blacklists and a blacklist, whose
 // fail2ban observer holds DNSBL refusals.
@@ -64,7 +48,7 @@ func newHoldSetup(t *testing.T, maxHeld int) *holdSetup {
 		dns.Set("bad.test", netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), "", netip.MustParseAddr("127.0.0.2"))
 		dns.Set("good.test", netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), "", netip.MustParseAddr("127.0.0.2"))
 	}
-	h := &holdSetup{buf: new(testutil.SyncBuffer), clock: &clock{t: time.Date(2026, 11, 23, 10, 15, 2, 0, time.Local)},
+	h := &holdSetup{buf: new(testutil.SyncBuffer), clock: testutil.NewClock(time.Date(2026, 11, 23, 10, 15, 2, 0, time.Local)),
 		counters: new(rules.Counters)}
 	h.counters.SetClock(h.clock.Now)
 	h.out, err = logfile.New("-", h.buf)
@@ -113,16 +97,16 @@ func TestDNSBLRefusalsAreHeld(t *testing.T) {
 
 	// bad.test is suspended 30s later, and restored 20s after that: the
 	// refusal it gave is never written.
-	h.clock.advance(30 * time.Second)
+	h.clock.Advance(30 * time.Second)
 	h.counters.SetSuspended("bad.test", true)
-	h.clock.advance(20 * time.Second)
+	h.clock.Advance(20 * time.Second)
 	h.counters.SetSuspended("bad.test", false)
 
-	h.clock.advance(DefaultDNSBLDelay - 51*time.Second)
+	h.clock.Advance(DefaultDNSBLDelay - 51*time.Second)
 	h.obs.Flush() // 89s after the refusals: not due yet
 	is.Equal(len(h.lines(t)), 1)
 
-	h.clock.advance(time.Second)
+	h.clock.Advance(time.Second)
 	h.obs.Flush()
 	got = h.lines(t)
 	is.Equal(len(got), 2)
@@ -133,7 +117,7 @@ func TestDNSBLRefusalsAreHeld(t *testing.T) {
 
 	// A refusal after the list's restore is written after its delay.
 	h.refuse(t, "198.51.100.2")
-	h.clock.advance(DefaultDNSBLDelay)
+	h.clock.Advance(DefaultDNSBLDelay)
 	h.obs.Flush()
 	got = h.lines(t)
 	is.Equal(len(got), 3)
@@ -145,7 +129,7 @@ func TestObserverCloseDrains(t *testing.T) {
 	h := newHoldSetup(t, 0)
 	h.refuse(t, "198.51.100.1")
 	h.refuse(t, "203.0.113.1")
-	h.clock.advance(10 * time.Second)
+	h.clock.Advance(10 * time.Second)
 	h.counters.SetSuspended("bad.test", true)
 
 	h.obs.Close() // before their delay: the valid one is written
@@ -186,7 +170,7 @@ func TestObserverRun(t *testing.T) {
 		h.obs.Run(ctx)
 	}()
 	h.refuse(t, "203.0.113.1")
-	h.clock.advance(DefaultDNSBLDelay)
+	h.clock.Advance(DefaultDNSBLDelay)
 	testutil.WaitFor(t, "the held line written", func() bool { return len(h.lines(t)) == 1 })
 	cancel()
 	select {
@@ -222,7 +206,7 @@ func TestShadowedRefusalsWriteNoLine(t *testing.T) {
 	v := h.e.Connect(context.Background(), s)
 	is.True(v.Shadow)
 	is.True(!v.Action.Refuses())
-	h.clock.advance(2 * time.Minute) // past the DNSBL hold, too
+	h.clock.Advance(2 * time.Minute) // past the DNSBL hold, too
 	h.obs.release(true)
 	is.Equal(len(h.lines(t)), 0)
 }

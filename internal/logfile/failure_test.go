@@ -157,7 +157,7 @@ func TestFileReportsEveryMinute(t *testing.T) {
 		{2 * time.Minute, 1, -1, "", "", ""},
 	} {
 		errsBefore, infosBefore := len(rec.at(slog.LevelError)), len(rec.at(slog.LevelInfo))
-		clk.advance(s.advance)
+		clk.Advance(s.advance)
 		for range s.writes {
 			l.Write([]byte(record(next)))
 			next++

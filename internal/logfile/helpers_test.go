@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
 // fakeDisk is a destination with a byte budget: it accepts that many
@@ -102,24 +104,9 @@ func attrOf(rec slog.Record, key string) string {
 }
 
 // clock is a test clock that moves when told.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = testutil.Clock
 
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *clock { return testutil.NewClock(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)) }
 
 // record returns the test record number i: one line of 53 bytes.
 func record(i int) string {

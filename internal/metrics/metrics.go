@@ -35,6 +35,7 @@ type Collector struct {
 	rateLimited, rateErrors         *prometheus.Desc
 	autobans                        *prometheus.Desc
 	greyDelayed, greyPassed         *prometheus.Desc
+	greyErrors                      *prometheus.Desc
 	score                           *prometheus.Desc
 }
 
@@ -70,6 +71,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 		autobans:    d("autobans_total", "Clients (or networks) this relay banned by [autoban]."),
 		greyDelayed: d("greylist_delayed_total", "Recipients tempfailed by [greylist] (450 4.7.1 Greylisted)."),
 		greyPassed:  d("greylist_passed_total", "Greylisting triplets that passed after waiting."),
+		greyErrors:  d("greylist_errors_total", "Recipients let through without greylisting because the [state] backend could not be asked (greylisting fails open)."),
 		score:       d("dnsbl_score", "DNS list scores of the clients ([dns_blacklist] decision = \"score\": the weights of the listing blacklists, less those of the listing whitelists)."),
 		reloads:     d("config_reloads_total", "Configuration reloads by result (ok: applied; error: refused, the old configuration kept serving).", "result"),
 	}
@@ -79,7 +81,7 @@ func NewCollector(counters *rules.Counters) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.privateWL, c.privateBL, c.blacklist, c.dnsblHits, c.dnswlHits,
 		c.dnsErrors, c.dnsQueries, c.suspended, c.verdicts, c.latency, c.reloads, c.controls, c.lastOK, c.lastLoaded, c.candDiffs, c.zoneLatency,
-		c.dirLookups, c.dirUp, c.dirLatency, c.rateLimited, c.rateErrors, c.autobans, c.greyDelayed, c.greyPassed, c.score} {
+		c.dirLookups, c.dirUp, c.dirLatency, c.rateLimited, c.rateErrors, c.autobans, c.greyDelayed, c.greyPassed, c.greyErrors, c.score} {
 		ch <- d
 	}
 }
@@ -141,6 +143,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.autobans, s.State.Autobans)
 	counter(c.greyDelayed, s.State.GreylistDelayed)
 	counter(c.greyPassed, s.State.GreylistPassed)
+	counter(c.greyErrors, s.State.GreylistErrors)
 	if s.DNSBLScore.Count > 0 {
 		sb := make(map[float64]uint64, len(rules.ScoreBuckets))
 		for i, le := range rules.ScoreBuckets {

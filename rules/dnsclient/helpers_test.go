@@ -358,29 +358,10 @@ func aRR(name, addr string, ttl uint32) *dns.A {
 }
 
 // FakeClock is a settable clock for cache expiry.
-type FakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type FakeClock = testutil.Clock
 
 // NewFakeClock returns a clock set to a fixed date.
-func NewFakeClock() *FakeClock {
-	return &FakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-// Now returns the clock's time.
-func (c *FakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward.
-func (c *FakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func NewFakeClock() *FakeClock { return testutil.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) }
 
 // NewTestLogger routes logs to t.Log.
 var NewTestLogger = testutil.Logger

@@ -14,10 +14,9 @@ import (
 	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
-// TestAllowBatchedStaysExact: many concurrent calls, grouped into
-// pipelines by the workers, admit exactly the limit, and each caller gets
-// its own key's answer.
-func TestAllowBatchedStaysExact(t *testing.T) {
+// TestAllowConcurrentStaysExact: many concurrent calls admit exactly the
+// limit, and each caller gets its own key's answer.
+func TestAllowConcurrentStaysExact(t *testing.T) {
 	is := is.New(t)
 	mr := miniredis.RunT(t)
 	r, err := OpenRedis(RedisOptions{Addrs: []string{mr.Addr()}, Timeout: 2 * time.Second, Logger: testutil.Logger(t)})
@@ -48,8 +47,8 @@ func TestAllowBatchedStaysExact(t *testing.T) {
 }
 
 // TestAllowAfterScriptFlush: a Redis that lost its scripts (a restart, a
-// failover, SCRIPT FLUSH) answers NOSCRIPT in a pipeline; the call runs
-// the script again and succeeds.
+// failover, SCRIPT FLUSH) answers NOSCRIPT; the call loads the script
+// again and succeeds.
 func TestAllowAfterScriptFlush(t *testing.T) {
 	is := is.New(t)
 	mr := miniredis.RunT(t)
