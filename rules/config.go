@@ -150,6 +150,11 @@ type LogConfig struct {
 	Format   string // "text" or "json"
 	Sessions string // "" off, "-" stdout, else a path
 	Fail2ban string // "" off, else a path
+	// Store is the session store, an SQLite database of the session
+	// records that the log command and the web console search; "" off.
+	Store string
+	// Retention is how long the store keeps a record.
+	Retention time.Duration
 }
 
 // DNSConfig is the [dns] section.

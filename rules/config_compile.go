@@ -129,6 +129,10 @@ func (b *builder) duration(key, v string) time.Duration {
 	return d
 }
 
+// ParseDuration reads a duration as the configuration writes them:
+// time.ParseDuration with days, "36d", "1d12h".
+func ParseDuration(v string) (time.Duration, error) { return parseDuration(v) }
+
 // parseDuration is time.ParseDuration with days: "36d", "1d12h".
 func parseDuration(v string) (time.Duration, error) {
 	if i := strings.IndexByte(v, 'd'); i > 0 {
@@ -304,7 +308,15 @@ func (b *builder) compileLog(raw *rawConfig, cfg *Config) {
 	if !oneOf(l.Format, "text", "json") {
 		b.errorf("log.format", "unknown format %q: want text or json", l.Format)
 	}
-	cfg.Log = LogConfig{Level: level, Format: l.Format, Sessions: l.Sessions, Fail2ban: l.Fail2ban}
+	cfg.Log = LogConfig{Level: level, Format: l.Format, Sessions: l.Sessions, Fail2ban: l.Fail2ban,
+		Retention: b.duration("log.retention", l.Retention)}
+	switch l.Store {
+	case "":
+	case "-":
+		b.errorf("log.store", "the session store is a database file, not standard output: give a path such as \"/var/lib/smtp-interceptor/sessions.db\"")
+	default:
+		cfg.Log.Store = b.path(l.Store)
+	}
 }
 
 func oneOf(v string, set ...string) bool {

@@ -58,6 +58,9 @@ type rawState struct {
 type rawAdmin struct {
 	Listen    string `toml:"listen"`
 	TokenFile string `toml:"token_file"`
+	UsersFile string `toml:"users_file"`
+	TLSCert   string `toml:"tls_cert"`
+	TLSKey    string `toml:"tls_key"`
 }
 
 type rawBans struct {
@@ -108,10 +111,12 @@ type rawServer struct {
 }
 
 type rawLog struct {
-	Level    string `toml:"level"`
-	Format   string `toml:"format"`
-	Sessions string `toml:"sessions"`
-	Fail2ban string `toml:"fail2ban"`
+	Level     string `toml:"level"`
+	Format    string `toml:"format"`
+	Sessions  string `toml:"sessions"`
+	Fail2ban  string `toml:"fail2ban"`
+	Store     string `toml:"store"`
+	Retention string `toml:"retention"`
 }
 
 type rawDNS struct {
@@ -261,7 +266,7 @@ func defaults() rawConfig {
 			Mode:              "enforce",
 			Reload:            "auto",
 		},
-		Log: rawLog{Level: "info", Format: "text"},
+		Log: rawLog{Level: "info", Format: "text", Retention: "30d"},
 		DNS: rawDNS{
 			Timeout:       "2s",
 			CacheEntries:  100000,

@@ -1,8 +1,10 @@
 package rules
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -48,6 +50,27 @@ type AdminConfig struct {
 	Token Secret `key:"token_file"`
 	// TokenFile is where Token was read from, for the command line.
 	TokenFile string `key:"token_file_path"`
+	// UsersFile holds the web console's users, "name:bcrypt-hash" a line
+	// (internal/webauth reads it, and reads it again when it changes);
+	// "" means no one can log in to the console.
+	UsersFile string
+	// TLSCert and TLSKey are the PEM files of the listener's certificate
+	// and key: with them the admin listener speaks HTTPS only.
+	TLSCert, TLSKey string
+}
+
+// Loopback reports whether the admin listener is reachable from this host
+// only: a loopback address or "localhost".
+func (a AdminConfig) Loopback() bool {
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // BansConfig is the [bans] section: how a banned client is refused.
@@ -160,6 +183,29 @@ func (b *builder) compileState(raw *rawConfig, cfg *Config) {
 				b.errorf("admin.token_file", "the token is %d characters long: use at least 16 (e.g. openssl rand -hex 32)", len(tok))
 			}
 			cfg.Admin.Token = tok
+		}
+	}
+
+	if ad.UsersFile != "" {
+		cfg.Admin.UsersFile = b.path(ad.UsersFile)
+	}
+	switch {
+	case ad.TLSCert != "" && ad.TLSKey != "":
+		cfg.Admin.TLSCert, cfg.Admin.TLSKey = b.path(ad.TLSCert), b.path(ad.TLSKey)
+		if _, err := tls.LoadX509KeyPair(cfg.Admin.TLSCert, cfg.Admin.TLSKey); err != nil {
+			b.errorf("admin.tls_cert", "load the certificate %s and key %s: %v", cfg.Admin.TLSCert, cfg.Admin.TLSKey, err)
+		}
+	case ad.TLSCert != "":
+		b.errorf("admin.tls_key", "is required with admin.tls_cert: the PEM file of the certificate's private key")
+	case ad.TLSKey != "":
+		b.errorf("admin.tls_cert", "is required with admin.tls_key: the PEM file of the certificate")
+	}
+
+	if cfg.Admin.Listen != "" && (cfg.Admin.Token != "" || cfg.Admin.UsersFile != "") && !cfg.Admin.Loopback() {
+		if cfg.Admin.TLSCert == "" {
+			b.warns = append(b.warns, fmt.Sprintf("admin.listen %s is not a loopback address and the listener has no TLS: the token and the console's passwords cross the network in clear, and browsers keep no login cookie over plain HTTP to another host; set admin.tls_cert and admin.tls_key, or listen on 127.0.0.1", cfg.Admin.Listen))
+		} else {
+			b.warns = append(b.warns, fmt.Sprintf("admin.listen %s is not a loopback address: the admin API and the web console are reachable from the network; firewall the port to the administrators' hosts", cfg.Admin.Listen))
 		}
 	}
 

@@ -97,6 +97,18 @@ func Replay(ctx context.Context, cfg *Config, records []MessageRecord, dir Direc
 // replayOne runs one record through an engine on cfg and returns the
 // decision and the deciding verdict.
 func replayOne(ctx context.Context, cfg *Config, r *MessageRecord, dir Directory) (string, Verdict) {
+	x := ExplainRecord(ctx, cfg, r, dir)
+	return decision(x.Final), x.Final
+}
+
+// ExplainRecord decides one recorded session again under cfg with tracing
+// on, as Replay does (the record's DNS list answers, bans, rate limits and
+// greylisting as recorded; dir nil takes every recipient to exist), and
+// returns every stage's verdict and trace: what explain shows for it.
+func ExplainRecord(ctx context.Context, cfg *Config, r *MessageRecord, dir Directory) Explanation {
+	if dir == nil {
+		dir = everyoneExists{}
+	}
 	dns := &replayDNS{MemoryDNS: NewMemoryDNS()}
 	ip, ipErr := ParseClientIP(r.ClientIP)
 	for _, l := range r.DNSLists {
@@ -136,8 +148,7 @@ func replayOne(ctx context.Context, cfg *Config, r *MessageRecord, dir Directory
 		}
 		tx.Rcpts = append(append([]string(nil), r.Recipients...), r.Refused...)
 	}
-	x := e.Explain(ctx, s, tx)
-	return decision(x.Final), x.Final
+	return e.Explain(ctx, s, tx)
 }
 
 // everyoneExists is the directory of a replay without one: every address

@@ -309,7 +309,16 @@ func (c *banCmd) do(ctx context.Context, f func(context.Context, banTarget) erro
 	addr := dialAddr(ad.Listen)
 	actx, cancel := context.WithTimeout(ctx, admin.DefaultTimeout)
 	defer cancel()
-	err := f(actx, apiTarget{&admin.Client{URL: "http://" + addr, Token: string(ad.Token)}})
+	client := &admin.Client{URL: "http://" + addr, Token: string(ad.Token)}
+	if ad.TLSCert != "" {
+		hc, err := admin.PinnedHTTP(ad.TLSCert)
+		if err != nil {
+			fmt.Fprintf(c.e.stderr, "%s: %v\n", c.name, err)
+			return exitFail
+		}
+		client.URL, client.HTTP = "https://"+addr, hc
+	}
+	err := f(actx, apiTarget{client})
 	if err == nil {
 		return exitOK
 	}

@@ -33,7 +33,7 @@ func runCheck(ctx context.Context, args []string, e env) int {
 	if !ok {
 		return exitUsage
 	}
-	if !checkLogPaths(cfg, stderr) {
+	if !checkLogPaths(cfg, stderr) || !checkConsole(cfg, stderr) {
 		return exitUsage
 	}
 	printSummary(stdout, cfg)
@@ -159,13 +159,12 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 	} else {
 		p("state", "memory, bans kept in %s", orNone(st.File))
 	}
-	adminState := "off (no token_file)"
-	if cfg.Admin.Listen == "" {
-		adminState = "off"
-	} else if cfg.Admin.Token != "" {
-		adminState = cfg.Admin.Listen
+	p("admin", "%s", adminSummary(cfg.Admin))
+	if cfg.Log.Store != "" {
+		p("session store", "%s, kept %s", cfg.Log.Store, cfg.Log.Retention)
+	} else {
+		p("session store", "off")
 	}
-	p("admin", "%s", adminState)
 	if a := cfg.Autoban; a.Enabled {
 		p("autoban", "%d refusals within %s ban for %s (IPv4 /%d, IPv6 /%d)", a.Refusals, a.Within, a.BanFor, a.NetV4, a.NetV6)
 	} else {
@@ -246,7 +245,7 @@ func siteNames(sites []rules.DNSSite) string {
 // itself would start, queue their lines and keep trying to open them).
 func checkLogPaths(cfg *rules.Config, stderr io.Writer) bool {
 	ok := true
-	for _, l := range []struct{ key, path string }{{"log.sessions", cfg.Log.Sessions}, {"log.fail2ban", cfg.Log.Fail2ban}} {
+	for _, l := range []struct{ key, path string }{{"log.sessions", cfg.Log.Sessions}, {"log.fail2ban", cfg.Log.Fail2ban}, {"log.store", cfg.Log.Store}} {
 		if err := logfile.CheckWritable(l.path); err != nil {
 			fmt.Fprintf(stderr, "smtp-interceptor: %s: %v\n", l.key, err)
 			ok = false

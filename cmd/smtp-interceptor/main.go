@@ -48,9 +48,11 @@ commands:
   explain  run one simulated session and show every decision
   replay   decide a session log again under a configuration
   stats    print a running server's counters the Domino way (--cluster: the fleet's)
+  log      search the session store ([log] store): by client, sender, recipient, control, verdict, time
   ban      ban a client address or network on every relay of the fleet
   unban    lift a ban
   bans     list the bans in force
+  admin-user  add, remove or list the web console's users ([admin] users_file)
   bench    drive a policy server or a milter with load and measure it
   version  print the version, the Go version and the platform
 
@@ -62,6 +64,9 @@ command's flags; man smtp-interceptor and smtp-interceptor.toml for the rest.
 // env is what a command runs with: where it writes, and the configuration
 // file -c defaults to (tests point it elsewhere).
 type env struct {
+	// stdin is nil where a command has no standard input (the tests);
+	// admin-user reads a password from it.
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	defaultConfig  string
 }
@@ -72,7 +77,7 @@ func main() {
 	// SIGPIPE too.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr, defaultConfig: defaultConfig})
+	code := run(ctx, os.Args[1:], env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, defaultConfig: defaultConfig})
 	stop()
 	os.Exit(code)
 }
@@ -96,12 +101,16 @@ func run(ctx context.Context, args []string, e env) int {
 		return runExplain(ctx, args[1:], e)
 	case "replay":
 		return runReplay(ctx, args[1:], e)
+	case "log":
+		return runLog(ctx, args[1:], e)
 	case "ban":
 		return runBan(ctx, args[1:], e)
 	case "unban":
 		return runUnban(ctx, args[1:], e)
 	case "bans":
 		return runBans(ctx, args[1:], e)
+	case "admin-user":
+		return runAdminUser(ctx, args[1:], e)
 	case "version", "-version", "--version":
 		return runVersion(args[1:], e.stdout, e.stderr)
 	case "help":

@@ -63,7 +63,7 @@ var (
 	// the sections and keys of config.toml.example
 	exampleSectionRE = regexp.MustCompile(`^\[(\w+)\]$`)
 	exampleKeyRE     = regexp.MustCompile(`^(\w+)\s*=`)
-	usageCommandRE   = regexp.MustCompile(`(?m)^  ([a-z]+)  `)
+	usageCommandRE   = regexp.MustCompile(`(?m)^  ([a-z-]+)  `)
 	helpFlagRE       = regexp.MustCompile(`(?m)^  -(\S+)`)
 )
 

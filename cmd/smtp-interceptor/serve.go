@@ -19,13 +19,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/smtp-interceptor/smtp-interceptor/internal/admin"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/autoban"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/fail2ban"
+	"github.com/smtp-interceptor/smtp-interceptor/internal/history"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/listen"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/logfile"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/metrics"
 	"github.com/smtp-interceptor/smtp-interceptor/internal/sessionlog"
+	"github.com/smtp-interceptor/smtp-interceptor/internal/sessionstore"
 	"github.com/smtp-interceptor/smtp-interceptor/milter"
 	"github.com/smtp-interceptor/smtp-interceptor/policy"
 	"github.com/smtp-interceptor/smtp-interceptor/rules"
@@ -118,6 +119,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	defer sessions.Close()
 	f2b := logfile.Open(cfg.Log.Fail2ban, logfile.Options{Stdout: o.stdout, Logger: log, Name: "fail2ban"})
 	defer f2b.Close()
+	// The session store ([log] store) writes off the request path; it
+	// closes last, after the servers drained, writing what is queued.
+	store := openStore(cfg, log)
+	if store != nil {
+		defer store.Close()
+	}
+	started := time.Now()
 
 	counters := new(rules.Counters)
 	counters.ConfigLoaded()
@@ -143,13 +151,16 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	opts := rules.EngineOptions{
 		Logger:   log,
 		Counters: counters,
-		Observer: rules.Observers{sessionlog.New(sessions, log), f2bObs, ab},
+		Observer: observers(sessionlog.New(sessions, log), f2bObs, ab, store),
 		Bans:     stateBans{backend},
 		Limiter:  stateLimiter{backend},
 		Greylist: stateGreylist{backend},
 	}
 	reg := metrics.NewRegistry(counters, buildVersion())
 	ops := metrics.NewOps(reg)
+	storeMetrics(ops, store)
+	// The console's charts: the last 24 hours, a point a minute.
+	hist := history.New(historyMinutes)
 	dnsc := &dnsClients{}
 	defer dnsc.close()
 	client, err := newDNSClient(cfg, counters, log, nil)
@@ -227,22 +238,40 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 		}, nil)
 	}
 
-	// The admin API (bans) is served only with a token: without one,
-	// anyone who can reach the port could ban the world.
+	// The admin listener (the web console and the API) is served only
+	// with a token or console users: without either nobody could log in.
 	var adminLn net.Listener
+	var adminHandler http.Handler
 	switch {
-	case cfg.Admin.Listen != "" && cfg.Admin.Token != "":
-		ln, err := listen.Listen(cfg.Admin.Listen, 0)
-		if err != nil {
+	case adminOn(cfg.Admin):
+		fail := func(err error) error {
 			closeAll()
 			if metricsLn != nil {
 				metricsLn.Close()
 			}
-			return fmt.Errorf("admin listener: %w", err)
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			return err
+		}
+		if adminHandler, err = newConsole(consoleDeps{cfg: cfg, engine: engine, backend: backend, store: store, history: hist,
+			relay: relay, started: started, log: log, resolver: dnsc.resolverUp,
+			stats: func() metrics.Stats {
+				return metrics.Stats{Snapshot: counters.Snapshot(), Expanded: counters.Expanded(), Entries: engine.Config().EntryHits()}
+			}}); err != nil {
+			return fail(err)
+		}
+		ln, err := listen.Listen(cfg.Admin.Listen, 0)
+		if err != nil {
+			return fail(fmt.Errorf("admin listener: %w", err))
 		}
 		adminLn = ln
+		if adminLn, err = adminListener(ln, cfg.Admin); err != nil {
+			ln.Close()
+			return fail(err)
+		}
 	case cfg.Admin.Listen != "":
-		log.Info("admin API off: [admin] token_file is not set", slog.String("listen", cfg.Admin.Listen))
+		log.Info("admin listener off: neither [admin] token_file nor users_file is set", slog.String("listen", cfg.Admin.Listen))
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -280,6 +309,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 	wg.Go(func() { f2bObs.Run(ctx) })
 	wg.Go(func() { ab.Run(ctx) })
 	wg.Go(func() { publishStats(ctx, backend, relay, counters, statsInterval) })
+	wg.Go(func() { hist.Run(ctx, time.Minute, sampler(counters, ops.Requests)) })
 	ops.Gauge("state_backend_up", "1 while the [state] backend answers (the memory backend always does), 0 while Redis is unreachable: bans are then enforced from the local copy, rate limits and automatic-ban counting pause.", nil,
 		func() float64 { return boolGauge(backend.Up()) })
 	ops.Gauge("bans", "Bans in force (dynamic, from ban, the admin API and [autoban]), in this relay's copy.", nil,
@@ -366,8 +396,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, level *slog.Le
 
 	var asrv *http.Server
 	if adminLn != nil {
-		asrv = metricsServer(admin.Handler(admin.Options{Backend: backend, Token: string(cfg.Admin.Token), Relay: relay, Logger: log}))
-		log.Info("admin API listening", slog.String("addr", adminLn.Addr().String()))
+		asrv = metricsServer(adminHandler)
+		scheme := "http"
+		if cfg.Admin.TLSCert != "" {
+			scheme = "https"
+		}
+		log.Info("admin listener (web console and API)", slog.String("url", scheme+"://"+adminLn.Addr().String()),
+			slog.Bool("console_users", cfg.Admin.UsersFile != ""), slog.Bool("api_token", cfg.Admin.Token != ""))
 		wg.Go(func() {
 			if err := asrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin: %w", err)
@@ -588,4 +623,14 @@ func logStartup(log *slog.Logger, cfg *rules.Config, dnsClient bool) {
 // seconds adapts a Prometheus observer to a duration callback.
 func seconds(o prometheus.Observer) func(time.Duration) {
 	return func(d time.Duration) { o.Observe(d.Seconds()) }
+}
+
+// observers are the engine's observers; the session store only when it
+// is open.
+func observers(log, f2b, ab rules.Observer, store *sessionstore.Store) rules.Observers {
+	o := rules.Observers{log, f2b, ab}
+	if store != nil {
+		o = append(o, store)
+	}
+	return o
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"strconv"
 	"time"
 
@@ -91,86 +90,11 @@ func runStats(ctx context.Context, args []string, e env) int {
 }
 
 // printStats writes Domino's statistic names, then smtp-interceptor's own
-// under SMTPInterceptor.
+// under SMTPInterceptor (metrics.Stats.Named).
 func printStats(w io.Writer, st *metrics.Stats, expand bool) {
-	p := func(name string, v uint64) { fmt.Fprintf(w, "%s = %d\n", name, v) }
-	p("SMTP.PrivateWL.TotalHits", st.WhitelistHits)
-	p("SMTP.PrivateBL.TotalHits", st.PrivateBlacklistHits)
-	for _, kind := range []rules.ListKind{rules.DNSBL, rules.DNSWL} {
-		total := st.DNSBLHits
-		if kind == rules.DNSWL {
-			total = st.DNSWLHits
-		}
-		p("SMTP."+string(kind)+".TotalHits", total)
-		for _, s := range st.Sites {
-			if s.Kind == kind {
-				p("SMTP."+string(kind)+"."+s.Site+".TotalHits", s.Hits)
-			}
-		}
-		if expand {
-			for _, x := range st.Expanded {
-				if x.Kind == kind {
-					p("SMTP."+string(kind)+"."+x.Site+"."+x.IP+".Hits", x.Hits)
-				}
-			}
-		}
+	for _, n := range st.Named(expand) {
+		fmt.Fprintf(w, "%s = %s\n", n.Name, n.Value)
 	}
-	p("SMTPInterceptor.Blacklist.TotalHits", st.BlacklistHits)
-	for _, s := range st.Sites {
-		p("SMTPInterceptor."+string(s.Kind)+"."+s.Site+".Lookups", s.Queries)
-		p("SMTPInterceptor."+string(s.Kind)+"."+s.Site+".Errors", s.Errors)
-	}
-	for _, z := range st.Suspended {
-		fmt.Fprintf(w, "SMTPInterceptor.DNSList.%s.Suspended = 1\n", z)
-	}
-	// By stage and action, all controls together (the control is in the
-	// Prometheus metric and the JSON).
-	var order []string
-	sums := map[string]uint64{}
-	for _, v := range st.Verdicts {
-		name := "SMTPInterceptor.Verdicts." + v.Stage.String() + "." + v.Action.String()
-		if v.Mode == "shadow" {
-			name += ".shadow"
-		}
-		if _, ok := sums[name]; !ok {
-			order = append(order, name)
-		}
-		sums[name] += v.Count
-	}
-	for _, name := range order {
-		p(name, sums[name])
-	}
-	names := make([]string, 0, len(st.Controls))
-	for name := range st.Controls {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		p("SMTPInterceptor.Control."+name+".Matches", st.Controls[name])
-	}
-	if d := st.Directory; d != nil {
-		// Domino has no statistic for this: it verifies recipients after
-		// the relay accepted them.
-		up := uint64(0)
-		if d.Up {
-			up = 1
-		}
-		p("SMTPInterceptor.Directory.Up", up)
-		for _, r := range []rules.DirectoryResult{rules.DirectoryFound, rules.DirectoryUnknown, rules.DirectoryAmbiguous,
-			rules.DirectoryGroup, rules.DirectoryError, rules.DirectoryCached} {
-			p("SMTPInterceptor.Directory.Lookups."+string(r), d.Lookups[string(r)])
-		}
-	}
-	if n := st.DNSBLScore.Count; n > 0 {
-		// [dns_blacklist] decision = "score": how many clients were
-		// scored, and their total (the histogram is in the metrics).
-		p("SMTPInterceptor.DNSBL.Score.Count", n)
-		fmt.Fprintf(w, "SMTPInterceptor.DNSBL.Score.Sum = %.0f\n", st.DNSBLScore.Sum)
-	}
-	p("SMTPInterceptor.Greylist.Delayed", st.State.GreylistDelayed)
-	p("SMTPInterceptor.Greylist.Passed", st.State.GreylistPassed)
-	p("SMTPInterceptor.ConfigReloads.ok", st.ConfigReloads["ok"])
-	p("SMTPInterceptor.ConfigReloads.error", st.ConfigReloads["error"])
 }
 
 // printEntries writes one line per list entry: its key, the entry as

@@ -191,27 +191,61 @@ func ParseFor(s string) (time.Duration, error) {
 
 // handler serves the API.
 type handler struct {
-	o Options
-	// tokenSum is the SHA-256 of the token: comparing digests in constant
-	// time does not reveal the token's length either.
-	tokenSum [sha256.Size]byte
+	o      Options
+	bearer Bearer
 }
 
 // Handler returns the admin API over o.Backend. It answers only the
 // requests that carry o.Token as a bearer token.
 func Handler(o Options) http.Handler {
+	h := newHandler(o)
+	return h.authorize(h.routes())
+}
+
+// API returns the admin API's routes without any authorization: for a
+// caller (the web console) that authorizes every request itself.
+func API(o Options) http.Handler { return newHandler(o).routes() }
+
+func newHandler(o Options) *handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	h := &handler{o: o, tokenSum: sha256.Sum256([]byte(o.Token))}
+	return &handler{o: o, bearer: NewBearer(o.Token)}
+}
+
+func (h *handler) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/bans", h.list)
 	mux.HandleFunc("POST /api/bans", h.add)
 	mux.HandleFunc("DELETE /api/bans/{cidr...}", h.remove)
-	return h.authorize(mux)
+	return mux
+}
+
+// Bearer checks the bearer token of requests. It keeps only the token's
+// SHA-256: comparing digests in constant time does not reveal the
+// token's length either.
+type Bearer struct {
+	sum [sha256.Size]byte
+	set bool
+}
+
+// NewBearer returns the check of token; "" accepts no request.
+func NewBearer(token string) Bearer {
+	return Bearer{sum: sha256.Sum256([]byte(token)), set: token != ""}
+}
+
+// Check reports whether r carries a bearer token (present) and whether it
+// is the right one (ok).
+func (b Bearer) Check(r *http.Request) (ok, present bool) {
+	tok, present := bearer(r.Header.Get("Authorization"))
+	if !present || !b.set {
+		return false, present
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(sum[:], b.sum[:]) == 1, true
 }
 
 // authorize lets through only the requests with the right bearer token.
@@ -221,14 +255,13 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 			writeError(w, http.StatusForbidden, noToken, "")
 			return
 		}
-		tok, ok := bearer(r.Header.Get("Authorization"))
-		if !ok {
+		ok, present := h.bearer.Check(r)
+		if !present {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="smtp-interceptor"`)
 			writeError(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer followed by the token of [admin] token_file", "")
 			return
 		}
-		sum := sha256.Sum256([]byte(tok))
-		if subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) != 1 {
+		if !ok {
 			h.o.Logger.Warn("admin API: wrong token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="smtp-interceptor", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "wrong token", "")
