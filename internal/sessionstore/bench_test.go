@@ -86,9 +86,9 @@ func BenchmarkMessage(b *testing.B) {
 	})
 }
 
-// BenchmarkWrite is how many records a second the writer stores: b.N
-// records are queued at once, and the time is until the last is
-// written.
+// BenchmarkWrite is how many records a second the writer stores, resting
+// to keep to WriterShare: b.N records are queued at once, and the time is
+// until the last is written.
 func BenchmarkWrite(b *testing.B) {
 	s := benchStore(b, sessionstore.Options{QueueSize: b.N})
 	records := make([]*rules.MessageRecord, b.N)
