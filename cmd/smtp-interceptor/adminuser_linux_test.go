@@ -19,7 +19,7 @@ func openPTY(t *testing.T) (ctl, tty *os.File) {
 	t.Helper()
 	ctl, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		t.Fatalf("no pseudo-terminal (Linux has /dev/ptmx and /dev/pts): %v", err)
 	}
 	n, err := unix.IoctlGetUint32(int(ctl.Fd()), unix.TIOCGPTN)
 	if err == nil {
@@ -32,7 +32,7 @@ func openPTY(t *testing.T) (ctl, tty *os.File) {
 	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		ctl.Close()
-		t.Skipf("no pseudo-terminal: %v", err)
+		t.Fatalf("no pseudo-terminal (Linux has /dev/ptmx and /dev/pts): %v", err)
 	}
 	// The controlling side first: a read left waiting on the terminal
 	// (the interrupted prompt) then ends.

@@ -16,32 +16,6 @@ import (
 	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
-// fill writes to path until the file system it is on is full, and
-// returns how many bytes that took.
-func fill(t *testing.T, path string) int {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	total := 0
-	for {
-		n, err := f.Write(chunk)
-		total += n
-		if errors.Is(err, syscall.ENOSPC) {
-			return total
-		}
-		if err != nil {
-			t.Fatalf("fill %s: %v", path, err)
-		}
-		if total > 64<<20 {
-			t.Fatalf("fill %s: %d bytes and still not full", path, total)
-		}
-	}
-}
-
 // TestFileRealFullDisk runs a session log on a real file system that
 // fills up (a 256 KiB tmpfs): writes fail with ENOSPC, one of them in the
 // middle of a record; the failure is counted and reported once, the
@@ -53,7 +27,7 @@ func TestFileRealFullDisk(t *testing.T) {
 	}
 	is := is.New(t)
 	dir := t.TempDir()
-	mountTmpfs(t, dir, "size=256k")
+	testutil.MountTmpfs(t, dir, "size=256k")
 	path := filepath.Join(dir, "sessions.log")
 	rec := &recorder{}
 	l := Open(path, Options{Logger: slog.New(rec), Name: "sessions", FlushInterval: 2 * time.Millisecond})
@@ -66,7 +40,7 @@ func TestFileRealFullDisk(t *testing.T) {
 	}
 	testutil.WaitFor(t, "the first records written", func() bool { return l.Queued() == 0 })
 	filler := filepath.Join(dir, "filler")
-	t.Logf("filled the tmpfs with %d bytes", fill(t, filler))
+	t.Logf("filled the tmpfs with %d bytes", testutil.FillDisk(t, filler))
 
 	// The disk is full: what is left of the log's page takes part of
 	// the records, the rest wait.

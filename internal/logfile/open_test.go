@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/matryer/is"
+
+	"github.com/smtp-interceptor/smtp-interceptor/internal/testutil"
 )
 
 // readOnlyDir returns a directory holding the file "old.log" in which
@@ -26,7 +28,7 @@ func readOnlyDir(t *testing.T) string {
 		t.Cleanup(func() { os.Chmod(dir, 0o755) })
 		return dir
 	}
-	mountTmpfs(t, dir, "size=64k")
+	testutil.MountTmpfs(t, dir, "size=64k")
 	if err := os.WriteFile(filepath.Join(dir, "old.log"), []byte("old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -34,20 +36,6 @@ func readOnlyDir(t *testing.T) string {
 		t.Fatalf("remount %s read-only: %v", dir, err)
 	}
 	return dir
-}
-
-// mountTmpfs mounts a tmpfs on dir until the test ends (root only).
-func mountTmpfs(t *testing.T, dir, opts string) {
-	t.Helper()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
 }
 
 // TestCheckWritable: what check says of a log path, and that asking

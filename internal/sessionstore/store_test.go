@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -521,7 +520,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	is := is.New(t)
 	dir := t.TempDir()
-	mountTmpfs(t, dir, "size=1m")
+	testutil.MountTmpfs(t, dir, "size=1m")
 	path := filepath.Join(dir, "sessions.db")
 	h := newLogged()
 	s := openStore(t, sessionstore.Options{Path: path, Logger: slog.New(h), FlushEvery: time.Millisecond, BatchSize: 10})
@@ -529,7 +528,7 @@ func TestDiskFull(t *testing.T) {
 	waitWritten(t, s, 1)
 
 	filler := filepath.Join(dir, "filler")
-	t.Logf("filled the tmpfs with %d bytes", fill(t, filler))
+	t.Logf("filled the tmpfs with %d bytes", testutil.FillDisk(t, filler))
 	sent := 0
 	testutil.WaitFor(t, "a write to fail", func() bool {
 		r := record(fmt.Sprintf("full%d", sent), base)
@@ -552,46 +551,6 @@ func TestDiskFull(t *testing.T) {
 	is.Equal(p.Entries[0].Record.Session, "after")
 	ids := all(t, s)
 	is.True(slices.Contains(ids, "before"))
-}
-
-// mountTmpfs mounts a tmpfs on dir until the test ends (root only).
-func mountTmpfs(t *testing.T, dir, opts string) {
-	t.Helper()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		t.Skipf("mount tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-}
-
-// fill writes to path until the file system it is on is full, and
-// returns how many bytes that took.
-func fill(t *testing.T, path string) int {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	total := 0
-	for {
-		n, err := f.Write(chunk)
-		total += n
-		if errors.Is(err, syscall.ENOSPC) {
-			return total
-		}
-		if err != nil {
-			t.Fatalf("fill %s: %v", path, err)
-		}
-		if total > 64<<20 {
-			t.Fatalf("fill %s: %d bytes and still not full", path, total)
-		}
-	}
 }
 
 func writeFile(t *testing.T, path, text string) {
